@@ -1,0 +1,61 @@
+//! `routes.yaml`: the migration plan, parsed with positions and validated whole.
+//!
+//! Loading is two stages: [`yaml`] turns text into a tree that remembers line and column of
+//! every node, then [`validate`] walks it, collects every problem (not just the first) and
+//! builds a [`Config`]. Parse from a `&str` with [`parse`] so tests can pass inline YAML.
+
+mod diagnostics;
+mod duration;
+mod types;
+mod validate;
+pub mod yaml;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use diagnostics::{Diagnostic, Severity};
+pub use duration::parse_duration;
+pub use types::*;
+
+/// What a successful validation gives: the config and any warnings.
+#[derive(Debug)]
+pub struct Checked {
+    /// The validated config.
+    pub config: Config,
+    /// Problems that do not stop the config from being used.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates `text`. On failure, every problem found (errors and warnings) is
+/// returned, in file order.
+pub fn parse(text: &str) -> Result<Checked, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let config = validate::validate(text, &mut diags);
+    diags.sort_by_key(|d| (d.line, d.col));
+    match config {
+        Some(mut config) if !diags.iter().any(|d| d.severity == Severity::Error) => {
+            config.version = version_of(text.as_bytes());
+            Ok(Checked {
+                config,
+                warnings: diags,
+            })
+        }
+        _ => Err(diags),
+    }
+}
+
+/// Reads and validates the file at `path`. A file that cannot be read is one diagnostic
+/// without a position.
+pub fn load(path: &Path) -> Result<Checked, Vec<Diagnostic>> {
+    let text = std::fs::read(path).map_err(|e| vec![Diagnostic::error_nowhere(format!("cannot read file: {e}"))])?;
+    let text = String::from_utf8(text)
+        .map_err(|e| vec![Diagnostic::error_nowhere(format!("file is not UTF-8: {e}"))])?;
+    parse(&text)
+}
+
+/// The config version: hex SHA-256 of the file's bytes.
+pub fn version_of(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,252 @@
+//! The validated config: what the proxy, `explain` and the monolith's adapters work from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use serde::Serialize;
+
+/// Default address clients connect to.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default address of the admin API.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// A validated `routes.yaml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where clients connect, if the file says.
+    pub listen: Option<SocketAddr>,
+    /// Where the admin API listens, if the file says.
+    pub admin: Option<SocketAddr>,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// The upstream every request no route covers goes to.
+    pub fallback: String,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Which implementation the monolith uses for each capability.
+    pub adapters: BTreeMap<String, AdapterMode>,
+    /// Connection and request limits.
+    pub limits: Limits,
+    /// Hex SHA-256 of the file's bytes.
+    pub version: String,
+}
+
+impl Config {
+    /// The upstream named `name`. Validation guarantees every name a route uses exists.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.get(name)
+    }
+}
+
+/// One upstream: where it is and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    /// Its name in the file.
+    pub name: String,
+    /// The base URL as written.
+    pub url: String,
+    /// `scheme://host:port` part of the URL.
+    #[serde(skip)]
+    pub origin: http::uri::Authority,
+    /// Path prefix from the URL, without a trailing slash (empty for none).
+    #[serde(skip)]
+    pub base_path: String,
+    /// Time from sending the request to receiving the response headers.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Time allowed to open a TCP connection.
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+}
+
+/// Default upstream response timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One route of the migration plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Unique name, `[a-z0-9-]+`.
+    pub name: String,
+    /// What requests it covers.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// The extracted service this route moves to.
+    pub upstream: String,
+    /// Where the route is in its migration.
+    pub mode: Mode,
+    /// Canary share in percent (0-100), as written; `None` when absent.
+    pub percent: Option<f64>,
+    /// Canary stickiness.
+    #[serde(serialize_with = "sticky_text")]
+    pub sticky: Option<Sticky>,
+    /// Line of the route in the file, for messages.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+impl Route {
+    /// The canary share in basis points (0..=10000): a sticky bucket below it is served
+    /// by the upstream.
+    pub fn share_bp(&self) -> u32 {
+        self.percent.map_or(0, |p| (p * 100.0).round() as u32)
+    }
+}
+
+/// The request side of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteMatch {
+    /// The path rule.
+    #[serde(flatten)]
+    pub path: PathMatch,
+    /// Methods covered; `None` means any.
+    #[serde(serialize_with = "methods_text", skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<Method>>,
+    /// Headers that must be present with exactly these values (names case-insensitive).
+    #[serde(serialize_with = "headers_text", skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+/// How a route's path is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatch {
+    /// This path only.
+    Exact(String),
+    /// This path and everything below it, whole segments only.
+    Prefix(String),
+}
+
+/// Where a route is in its migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Served by the fallback.
+    Legacy,
+    /// Served by the fallback; a copy goes to the upstream for comparison.
+    Shadow,
+    /// A share served by the upstream, the rest by the fallback.
+    Canary,
+    /// Served by the upstream.
+    Extracted,
+}
+
+impl Mode {
+    /// The mode's name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Legacy => "legacy",
+            Mode::Shadow => "shadow",
+            Mode::Canary => "canary",
+            Mode::Extracted => "extracted",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(text: &str) -> Option<Mode> {
+        Some(match text {
+            "legacy" => Mode::Legacy,
+            "shadow" => Mode::Shadow,
+            "canary" => Mode::Canary,
+            "extracted" => Mode::Extracted,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a canary's sticky key is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// A request header.
+    Header(HeaderName),
+    /// A cookie.
+    Cookie(String),
+}
+
+impl std::fmt::Display for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sticky::Header(name) => write!(f, "header:{name}"),
+            Sticky::Cookie(name) => write!(f, "cookie:{name}"),
+        }
+    }
+}
+
+/// Which implementation of a capability the monolith uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterMode {
+    /// The monolith's own module.
+    Local,
+    /// An HTTP client for the upstream of the same name.
+    Remote,
+}
+
+/// Connection and request limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest request head (request line and headers), in bytes; 431 past it.
+    pub max_head_bytes: usize,
+    /// Most request headers; 431 past it.
+    pub max_headers: usize,
+    /// Longest request target, in bytes; 414 past it.
+    pub max_uri_bytes: usize,
+    /// Time a client has to send a whole request head.
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+fn sticky_text<S: serde::Serializer>(sticky: &Option<Sticky>, s: S) -> Result<S::Ok, S::Error> {
+    match sticky {
+        Some(sticky) => s.collect_str(sticky),
+        None => s.serialize_none(),
+    }
+}
+
+fn methods_text<S: serde::Serializer>(methods: &Option<Vec<Method>>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let methods = methods.as_deref().unwrap_or_default();
+    let mut seq = s.serialize_seq(Some(methods.len()))?;
+    for m in methods {
+        seq.serialize_element(m.as_str())?;
+    }
+    seq.end()
+}
+
+fn headers_text<S: serde::Serializer>(headers: &[(HeaderName, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(headers.len()))?;
+    for (name, value) in headers {
+        map.serialize_entry(name.as_str(), value)?;
+    }
+    map.end()
+}

@@ -1,0 +1,811 @@
+//! The validator: walks the positioned YAML tree, reports every problem it finds with its
+//! position, and builds a [`Config`] when the tree is usable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use http::{HeaderName, Method};
+
+use super::diagnostics::Diagnostic;
+use super::duration::parse_duration;
+use super::types::*;
+use super::yaml::{self, Kind, Node, Pos};
+use crate::normalize::normalize_path;
+
+const TOP_FIELDS: &[&str] = &["listen", "admin", "upstreams", "fallback", "routes", "adapters", "limits"];
+const UPSTREAM_FIELDS: &[&str] = &["url", "timeout", "connect_timeout"];
+const ROUTE_FIELDS: &[&str] = &["name", "match", "upstream", "mode", "percent", "sticky"];
+const MATCH_FIELDS: &[&str] = &["exact", "prefix", "methods", "headers"];
+const LIMIT_FIELDS: &[&str] = &[
+    "max_head_bytes",
+    "max_headers",
+    "max_uri_bytes",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connections",
+];
+
+/// Validates `text`, pushing every problem into `diags`. Returns a config when the file was
+/// well-formed enough to build one; the caller rejects it if any error was pushed.
+pub(super) fn validate(text: &str, diags: &mut Vec<Diagnostic>) -> Option<Config> {
+    let root = match yaml::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            diags.push(Diagnostic::error(Pos { line: 1, col: 1, offset: 0 }, "the file is empty"));
+            return None;
+        }
+        Err(e) => {
+            diags.push(Diagnostic::error(e.pos, format!("YAML syntax error: {}", e.message)));
+            return None;
+        }
+    };
+    let mut v = Validator {
+        diags,
+        declared: Vec::new(),
+    };
+    v.config(&root)
+}
+
+struct Validator<'d> {
+    diags: &'d mut Vec<Diagnostic>,
+    /// Every upstream name declared, valid or not, so that a bad URL is reported once and
+    /// not again at each route that names the upstream.
+    declared: Vec<String>,
+}
+
+/// The fields of one mapping, looked up by name.
+struct Fields<'n> {
+    node: &'n Node,
+    map: HashMap<&'n str, &'n Node>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<&'n Node> {
+        self.map.get(name).copied().filter(|n| !n.is_null())
+    }
+}
+
+impl Validator<'_> {
+    fn error(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::error(pos, msg));
+    }
+
+    fn warn(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::warning(pos, msg));
+    }
+
+    /// Checks that `node` is a mapping with only `allowed` keys, reporting each unknown one.
+    fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+        let Some(entries) = node.as_map() else {
+            self.error(node.pos, format!("{what} must be a mapping, found {}", node.type_name()));
+            return None;
+        };
+        let mut map = HashMap::new();
+        for (key, value) in entries {
+            match key.as_str() {
+                Some(k) if allowed.contains(&k) => {
+                    map.insert(k, value);
+                }
+                Some(k) => self.error(
+                    key.pos,
+                    format!("unknown field `{k}` in {what}, expected one of: {}", allowed.join(", ")),
+                ),
+                None => self.error(key.pos, format!("{what} has a key that is not a string")),
+            }
+        }
+        Some(Fields { node, map })
+    }
+
+    fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
+        match node.as_str() {
+            Some(s) => Some(s),
+            None => {
+                self.error(node.pos, format!("{what} must be a string, found {}", node.type_name()));
+                None
+            }
+        }
+    }
+
+    fn required<'n>(&mut self, f: &Fields<'n>, name: &str, what: &str) -> Option<&'n Node> {
+        let node = f.get(name);
+        if node.is_none() {
+            self.error(f.node.pos, format!("{what} is missing the field `{name}`"));
+        }
+        node
+    }
+
+    fn config(&mut self, root: &Node) -> Option<Config> {
+        let f = self.fields(root, "the config", TOP_FIELDS)?;
+        let listen = f.get("listen").and_then(|n| self.address(n, "listen"));
+        let admin = f.get("admin").and_then(|n| self.address(n, "admin"));
+        let upstreams = match self.required(&f, "upstreams", "the config") {
+            Some(n) => self.upstreams(n),
+            None => BTreeMap::new(),
+        };
+        let fallback = self.required(&f, "fallback", "the config").and_then(|n| {
+            let name = self.string(n, "fallback")?;
+            if !self.declared.iter().any(|d| d == name) {
+                self.error(n.pos, format!("fallback `{name}` is not a defined upstream{}", known(&upstreams)));
+            }
+            Some(name.to_string())
+        });
+        let routes = match f.get("routes") {
+            Some(n) => self.routes(n, &upstreams),
+            None => Vec::new(),
+        };
+        let adapters = match f.get("adapters") {
+            Some(n) => self.adapters(n, &upstreams),
+            None => BTreeMap::new(),
+        };
+        let limits = match f.get("limits") {
+            Some(n) => self.limits(n),
+            None => Limits::default(),
+        };
+        Some(Config {
+            listen: listen.flatten(),
+            admin: admin.flatten(),
+            upstreams,
+            fallback: fallback?,
+            routes,
+            adapters,
+            limits,
+            version: String::new(),
+        })
+    }
+
+    fn address(&mut self, node: &Node, what: &str) -> Option<Option<SocketAddr>> {
+        let text = self.string(node, what)?;
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                self.error(node.pos, format!("invalid {what} address `{text}`: expected IP:PORT, like 127.0.0.1:8080"));
+                None
+            }
+        }
+    }
+
+    fn upstreams(&mut self, node: &Node) -> BTreeMap<String, Upstream> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = node.as_map() else {
+            self.error(node.pos, format!("upstreams must be a mapping of name to URL, found {}", node.type_name()));
+            return out;
+        };
+        for (key, value) in entries {
+            let Some(name) = self.string(key, "an upstream name") else { continue };
+            self.declared.push(name.to_string());
+            if !valid_name(name, true) {
+                self.error(key.pos, format!("invalid upstream name `{name}`: use letters, digits, `-` and `_`"));
+                continue;
+            }
+            if let Some(upstream) = self.upstream(name, value) {
+                out.insert(name.to_string(), upstream);
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, name: &str, node: &Node) -> Option<Upstream> {
+        let (url_node, timeout, connect_timeout) = match &node.kind {
+            Kind::Scalar { .. } => (node, DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+            _ => {
+                let what = format!("upstream `{name}`");
+                let f = self.fields(node, &what, UPSTREAM_FIELDS)?;
+                let url = self.required(&f, "url", &what);
+                let timeout = f.get("timeout").map(|n| self.duration(n, "timeout"));
+                let connect = f.get("connect_timeout").map(|n| self.duration(n, "connect_timeout"));
+                (
+                    url?,
+                    timeout.unwrap_or(Some(DEFAULT_TIMEOUT))?,
+                    connect.unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT))?,
+                )
+            }
+        };
+        let url = self.string(url_node, "an upstream URL")?;
+        match parse_base_url(url) {
+            Ok((origin, base_path)) => Some(Upstream {
+                name: name.to_string(),
+                url: url.to_string(),
+                origin,
+                base_path,
+                timeout,
+                connect_timeout,
+            }),
+            Err(msg) => {
+                self.error(url_node.pos, format!("invalid URL `{url}` for upstream `{name}`: {msg}"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {
+        let text = self.string(node, what)?;
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.error(node.pos, format!("{what} must be greater than zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.error(node.pos, format!("{what}: {msg}"));
+                None
+            }
+        }
+    }
+
+    fn routes(&mut self, node: &Node, upstreams: &BTreeMap<String, Upstream>) -> Vec<Route> {
+        let Some(items) = node.as_seq() else {
+            self.error(node.pos, format!("routes must be a list, found {}", node.type_name()));
+            return Vec::new();
+        };
+        let mut routes: Vec<Route> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for item in items {
+            let Some(route) = self.route(item, upstreams) else { continue };
+            if let Some(first) = names.get(&route.name) {
+                self.error(item.pos, format!("duplicate route name `{}` (first defined on line {first})", route.name));
+                continue;
+            }
+            names.insert(route.name.clone(), route.line);
+            if let Some(earlier) = routes.iter().find(|r| hides(r, &route)) {
+                self.warn(
+                    item.pos,
+                    format!(
+                        "route `{}` is unreachable: route `{}` (line {}) comes first and matches every request it would",
+                        route.name, earlier.name, earlier.line
+                    ),
+                );
+            }
+            routes.push(route);
+        }
+        routes
+    }
+
+    fn route(&mut self, node: &Node, upstreams: &BTreeMap<String, Upstream>) -> Option<Route> {
+        let f = self.fields(node, "a route", ROUTE_FIELDS)?;
+        let name = self.required(&f, "name", "a route").and_then(|n| {
+            let name = self.string(n, "a route name")?;
+            if !valid_name(name, false) {
+                self.error(n.pos, format!("invalid route name `{name}`: use lowercase letters, digits and `-`"));
+                return None;
+            }
+            Some(name)
+        });
+        let what = match name {
+            Some(name) => format!("route `{name}`"),
+            None => "a route".to_string(),
+        };
+        let matcher = self.required(&f, "match", &what).and_then(|n| self.route_match(n, &what));
+        let upstream = self.required(&f, "upstream", &what).and_then(|n| {
+            let up = self.string(n, "upstream")?;
+            if !self.declared.iter().any(|d| d == up) {
+                self.error(n.pos, format!("{what} uses unknown upstream `{up}`{}", known(upstreams)));
+                return None;
+            }
+            Some(up)
+        });
+        let mode = match f.get("mode") {
+            None => Some(Mode::Legacy),
+            Some(n) => {
+                let text = self.string(n, "mode");
+                let mode = text.and_then(Mode::parse);
+                if let (Some(text), None) = (text, mode) {
+                    self.error(n.pos, format!("invalid mode `{text}`: expected legacy, shadow, canary or extracted"));
+                }
+                mode
+            }
+        };
+        let percent = f.get("percent").map(|n| (n.pos, self.percent(n)));
+        let sticky = f.get("sticky").map(|n| (n.pos, self.sticky(n)));
+        if let Some(mode) = mode {
+            if mode == Mode::Canary && percent.is_none() {
+                self.error(node.pos, format!("{what} is a canary but has no `percent` (0-100)"));
+            }
+            if mode != Mode::Canary {
+                if let Some((pos, _)) = percent {
+                    self.warn(pos, format!("`percent` is ignored: {what} is in mode {}, not canary", mode.as_str()));
+                }
+                if let Some((pos, _)) = sticky {
+                    self.warn(pos, format!("`sticky` is ignored: {what} is in mode {}, not canary", mode.as_str()));
+                }
+            }
+        }
+        let percent = match percent {
+            Some((_, p)) => Some(p?),
+            None => None,
+        };
+        let sticky = match sticky {
+            Some((_, s)) => Some(s?),
+            None => None,
+        };
+        Some(Route {
+            name: name?.to_string(),
+            matcher: matcher?,
+            upstream: upstream?.to_string(),
+            mode: mode?,
+            percent,
+            sticky,
+            line: node.pos.line,
+        })
+    }
+
+    fn route_match(&mut self, node: &Node, what: &str) -> Option<RouteMatch> {
+        let what = format!("the match of {what}");
+        let f = self.fields(node, &what, MATCH_FIELDS)?;
+        let path = match (f.get("exact"), f.get("prefix")) {
+            (Some(_), Some(p)) => {
+                self.error(p.pos, format!("{what} has both `exact` and `prefix`; use one"));
+                None
+            }
+            (None, None) => {
+                self.error(node.pos, format!("{what} needs `exact` or `prefix`"));
+                None
+            }
+            (Some(n), None) => self.match_path(n).map(PathMatch::Exact),
+            (None, Some(n)) => self.match_path(n).map(|p| {
+                // A prefix covers whole segments, so `/api/` and `/api` mean the same.
+                let trimmed = p.trim_end_matches('/');
+                PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+            }),
+        };
+        let methods = f.get("methods").map(|n| self.methods(n));
+        let headers = f.get("headers").map(|n| self.match_headers(n));
+        Some(RouteMatch {
+            path: path?,
+            methods: match methods {
+                Some(m) => Some(m?),
+                None => None,
+            },
+            headers: match headers {
+                Some(h) => h?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    fn match_path(&mut self, node: &Node) -> Option<String> {
+        let text = self.string(node, "a path")?;
+        if !text.starts_with('/') {
+            self.error(node.pos, format!("path `{text}` must start with `/`"));
+            return None;
+        }
+        match normalize_path(text) {
+            Ok(p) if p == text => Some(p),
+            Ok(p) => {
+                self.error(node.pos, format!("path `{text}` is not normalized; write it as `{p}`"));
+                None
+            }
+            Err(e) => {
+                self.error(node.pos, format!("invalid path `{text}`: {e}"));
+                None
+            }
+        }
+    }
+
+    fn methods(&mut self, node: &Node) -> Option<Vec<Method>> {
+        let Some(items) = node.as_seq() else {
+            self.error(node.pos, format!("methods must be a list like [GET, HEAD], found {}", node.type_name()));
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some(text) = self.string(item, "a method") else {
+                ok = false;
+                continue;
+            };
+            match Method::from_bytes(text.to_ascii_uppercase().as_bytes()) {
+                Ok(m) if !out.contains(&m) => out.push(m),
+                Ok(_) => self.warn(item.pos, format!("method `{text}` is listed twice")),
+                Err(_) => {
+                    self.error(item.pos, format!("invalid method `{text}`"));
+                    ok = false;
+                }
+            }
+        }
+        if ok && out.is_empty() {
+            self.error(node.pos, "methods is empty, so the route would match nothing; leave it out to match any method");
+            return None;
+        }
+        ok.then_some(out)
+    }
+
+    fn match_headers(&mut self, node: &Node) -> Option<Vec<(HeaderName, String)>> {
+        let Some(entries) = node.as_map() else {
+            self.error(node.pos, format!("headers must be a mapping of name to value, found {}", node.type_name()));
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (key, value) in entries {
+            let name = self.string(key, "a header name");
+            let value = self.string(value, "a header value");
+            let (Some(name), Some(value)) = (name, value) else {
+                ok = false;
+                continue;
+            };
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => out.push((h, value.to_string())),
+                Err(_) => {
+                    self.error(key.pos, format!("invalid header name `{name}`"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn percent(&mut self, node: &Node) -> Option<f64> {
+        let text = match &node.kind {
+            Kind::Scalar { value, quoted: false } => value.as_str(),
+            _ => {
+                self.error(node.pos, format!("percent must be a number from 0 to 100, found {}", node.type_name()));
+                return None;
+            }
+        };
+        match text.trim_end_matches('%').parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => {
+                if (p * 100.0).fract() != 0.0 {
+                    self.error(node.pos, format!("percent `{text}` has more than two decimals"));
+                    return None;
+                }
+                Some(p)
+            }
+            _ => {
+                self.error(node.pos, format!("percent must be a number from 0 to 100, found `{text}`"));
+                None
+            }
+        }
+    }
+
+    fn sticky(&mut self, node: &Node) -> Option<Sticky> {
+        let text = self.string(node, "sticky")?;
+        let bad = |v: &mut Self, why: &str| {
+            v.error(node.pos, format!("invalid sticky `{text}`: {why}; expected header:NAME or cookie:NAME"));
+            None
+        };
+        let Some((kind, name)) = text.split_once(':') else {
+            return bad(self, "missing `:`");
+        };
+        let name = name.trim();
+        match kind.trim() {
+            "header" => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => Some(Sticky::Header(h)),
+                Err(_) => bad(self, "not a valid header name"),
+            },
+            "cookie" if !name.is_empty() && name.bytes().all(is_token_byte) => Some(Sticky::Cookie(name.to_string())),
+            "cookie" => bad(self, "not a valid cookie name"),
+            _ => bad(self, "unknown kind"),
+        }
+    }
+
+    fn adapters(&mut self, node: &Node, upstreams: &BTreeMap<String, Upstream>) -> BTreeMap<String, AdapterMode> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = node.as_map() else {
+            self.error(node.pos, format!("adapters must be a mapping of capability to local|remote, found {}", node.type_name()));
+            return out;
+        };
+        for (key, value) in entries {
+            let Some(name) = self.string(key, "an adapter name") else { continue };
+            if !valid_name(name, true) {
+                self.error(key.pos, format!("invalid adapter name `{name}`: use letters, digits, `-` and `_`"));
+                continue;
+            }
+            let Some(text) = self.string(value, "an adapter mode") else { continue };
+            let mode = match text {
+                "local" => AdapterMode::Local,
+                "remote" => AdapterMode::Remote,
+                _ => {
+                    self.error(value.pos, format!("invalid adapter mode `{text}` for `{name}`: expected local or remote"));
+                    continue;
+                }
+            };
+            if mode == AdapterMode::Remote && !self.declared.iter().any(|d| d == name) {
+                self.error(
+                    value.pos,
+                    format!("adapter `{name}` is remote but there is no upstream named `{name}` to back it{}", known(upstreams)),
+                );
+                continue;
+            }
+            out.insert(name.to_string(), mode);
+        }
+        out
+    }
+
+    fn limits(&mut self, node: &Node) -> Limits {
+        let mut limits = Limits::default();
+        let Some(f) = self.fields(node, "limits", LIMIT_FIELDS) else { return limits };
+        let sizes: [(&str, &mut usize); 4] = [
+            ("max_head_bytes", &mut limits.max_head_bytes),
+            ("max_headers", &mut limits.max_headers),
+            ("max_uri_bytes", &mut limits.max_uri_bytes),
+            ("max_connections", &mut limits.max_connections),
+        ];
+        for (name, slot) in sizes {
+            if let Some(n) = f.get(name) {
+                match n.as_str().and_then(parse_size) {
+                    Some(v) if v > 0 => *slot = v,
+                    _ => self.error(n.pos, format!("{name} must be a positive whole number (sizes may use KiB or MiB)")),
+                }
+            }
+        }
+        if limits.max_head_bytes < 8192 {
+            if let Some(n) = f.get("max_head_bytes") {
+                self.error(n.pos, "max_head_bytes must be at least 8192");
+            }
+        }
+        for (name, slot) in [
+            ("header_read_timeout", &mut limits.header_read_timeout),
+            ("idle_timeout", &mut limits.idle_timeout),
+        ] {
+            if let Some(d) = f.get(name).and_then(|n| self.duration(n, name)) {
+                *slot = d;
+            }
+        }
+        limits
+    }
+}
+
+/// Whether route `a`, earlier in the file, matches every request `b` would.
+fn hides(a: &Route, b: &Route) -> bool {
+    let methods_cover = match (&a.matcher.methods, &b.matcher.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(am), Some(bm)) => bm.iter().all(|m| am.contains(m)),
+    };
+    let headers_cover = a
+        .matcher
+        .headers
+        .iter()
+        .all(|(n, v)| b.matcher.headers.iter().any(|(bn, bv)| bn == n && bv == v));
+    a.matcher.path == b.matcher.path && methods_cover && headers_cover
+}
+
+fn valid_name(name: &str, allow_upper: bool) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (allow_upper && (b == b'_' || b.is_ascii_uppercase()))
+        })
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn known(upstreams: &BTreeMap<String, Upstream>) -> String {
+    if upstreams.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        format!(" (known: {})", names.join(", "))
+    }
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (num, mult) = if let Some(n) = text.strip_suffix("KiB") {
+        (n, 1024)
+    } else if let Some(n) = text.strip_suffix("MiB") {
+        (n, 1024 * 1024)
+    } else {
+        (text, 1)
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// Splits an upstream base URL into its origin and path prefix.
+fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https upstreams are not supported yet; use http://".into()),
+        Some(other) => return Err(format!("unsupported scheme `{other}`; use http://")),
+        None => return Err("missing scheme; write it like http://127.0.0.1:8081".into()),
+    }
+    let authority = uri.authority().ok_or("missing host")?.clone();
+    if authority.as_str().contains('@') {
+        return Err("credentials in upstream URLs are not supported".into());
+    }
+    if authority.host().is_empty() {
+        return Err("missing host".into());
+    }
+    if uri.query().is_some() {
+        return Err("an upstream URL cannot have a query".into());
+    }
+    let path = uri.path().trim_end_matches('/');
+    if !path.is_empty() {
+        normalize_path(path).map_err(|e| format!("bad path: {e}"))?;
+    }
+    Ok((authority, path.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::{parse, Severity};
+    use super::*;
+
+    const BASE: &str = "upstreams:\n  legacy: http://127.0.0.1:8081\n  catalog: http://127.0.0.1:8082/v1/\nfallback: legacy\n";
+
+    fn errors(yaml: &str) -> Vec<Diagnostic> {
+        parse(yaml).unwrap_err().into_iter().filter(|d| d.severity == Severity::Error).collect()
+    }
+
+    fn one_error(yaml: &str) -> Diagnostic {
+        let errs = errors(yaml);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        errs.into_iter().next().unwrap()
+    }
+
+    fn warnings(yaml: &str) -> Vec<Diagnostic> {
+        parse(yaml).unwrap().warnings
+    }
+
+    fn with_route(route: &str) -> String {
+        format!("{BASE}routes:\n{route}")
+    }
+
+    #[test]
+    fn a_full_config_validates() {
+        let yaml = format!(
+            "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9901\n{BASE}routes:\n  - name: catalog\n    match:\n      prefix: /api/products/\n      methods: [get, HEAD]\n      headers: {{X-Beta: \"1\"}}\n    upstream: catalog\n    mode: canary\n    percent: 12.5\n    sticky: header:x-user-id\nadapters:\n  catalog: remote\nlimits:\n  max_headers: 50\n  header_read_timeout: 2s\n"
+        );
+        let checked = parse(&yaml).unwrap();
+        assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+        let c = checked.config;
+        assert_eq!(c.fallback, "legacy");
+        let r = &c.routes[0];
+        assert_eq!(r.matcher.path, PathMatch::Prefix("/api/products".into()));
+        assert_eq!(r.matcher.methods, Some(vec![Method::GET, Method::HEAD]));
+        assert_eq!(r.matcher.headers[0].0.as_str(), "x-beta");
+        assert_eq!(r.share_bp(), 1250);
+        assert_eq!(r.sticky, Some(Sticky::Header(HeaderName::from_static("x-user-id"))));
+        assert_eq!(c.upstreams["catalog"].base_path, "/v1");
+        assert_eq!(c.adapters["catalog"], AdapterMode::Remote);
+        assert_eq!(c.limits.max_headers, 50);
+        assert_eq!(c.version.len(), 64);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = one_error("upstreams: [\nfallback: x\n");
+        assert!(e.line >= 1 && e.message.contains("syntax"), "{e:?}");
+    }
+
+    #[test]
+    fn empty_file() {
+        assert!(one_error("").message.contains("empty"));
+    }
+
+    #[test]
+    fn unknown_fields_everywhere_are_all_reported() {
+        let yaml = with_route("  - name: a\n    match: {prefix: /a, bogus: 1}\n    upstream: catalog\n    colour: red\n")
+            + "extra: 1\n";
+        let errs = errors(&yaml);
+        let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![7, 9, 10], "{errs:#?}");
+        assert!(errs.iter().all(|e| e.message.contains("unknown field")));
+    }
+
+    #[test]
+    fn unknown_upstream() {
+        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a}\n    upstream: nope\n"));
+        assert_eq!((e.line, e.col), (8, 15));
+        assert!(e.message.contains("unknown upstream `nope`"));
+    }
+
+    #[test]
+    fn unknown_fallback() {
+        let e = one_error("upstreams:\n  a: http://127.0.0.1:1\nfallback: b\n");
+        assert_eq!((e.line, e.col), (3, 11));
+    }
+
+    #[test]
+    fn duplicate_route_name_points_at_the_second() {
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n  - name: a\n    match: {prefix: /b}\n    upstream: catalog\n",
+        ));
+        assert_eq!(e.line, 9);
+        assert!(e.message.contains("duplicate route name"));
+    }
+
+    #[test]
+    fn bad_mode() {
+        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: live\n"));
+        assert_eq!(e.line, 9);
+        assert!(e.message.contains("invalid mode"));
+    }
+
+    #[test]
+    fn percent_out_of_range() {
+        for p in ["150", "-1", "abc", "'50'"] {
+            let e = one_error(&with_route(&format!(
+                "  - name: a\n    match: {{prefix: /a}}\n    upstream: catalog\n    mode: canary\n    percent: {p}\n"
+            )));
+            assert_eq!(e.line, 10, "{p}");
+        }
+    }
+
+    #[test]
+    fn canary_needs_percent() {
+        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: canary\n"));
+        assert!(e.message.contains("percent"));
+    }
+
+    #[test]
+    fn bad_sticky() {
+        for s in ["x-user", "header:", "query:id", "cookie:a b", "header:bad header"] {
+            let e = one_error(&with_route(&format!(
+                "  - name: a\n    match: {{prefix: /a}}\n    upstream: catalog\n    mode: canary\n    percent: 5\n    sticky: \"{s}\"\n"
+            )));
+            assert!(e.message.contains("invalid sticky"), "{s}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn percent_and_sticky_outside_canary_warn() {
+        let w = warnings(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: extracted\n    percent: 5\n    sticky: cookie:uid\n",
+        ));
+        assert_eq!(w.len(), 2);
+        assert!(w.iter().all(|w| w.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn unreachable_route_warns() {
+        let w = warnings(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n  - name: b\n    match: {prefix: /a, methods: [GET]}\n    upstream: catalog\n",
+        ));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].line, 9);
+        // The narrower route first does not hide the wider one.
+        let w = warnings(&with_route(
+            "  - name: b\n    match: {prefix: /a, methods: [GET]}\n    upstream: catalog\n  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n",
+        ));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn adapters_are_checked() {
+        let e = one_error(&format!("{BASE}adapters:\n  inventory: remote\n"));
+        assert!(e.message.contains("no upstream named `inventory`"));
+        let e = one_error(&format!("{BASE}adapters:\n  catalog: sometimes\n"));
+        assert!(e.message.contains("local or remote"));
+        assert!(parse(&format!("{BASE}adapters:\n  inventory: local\n  catalog: remote\n")).is_ok());
+    }
+
+    #[test]
+    fn malformed_url_address_duration() {
+        let e = one_error("upstreams:\n  legacy: 127.0.0.1:8081\nfallback: legacy\n");
+        assert!(e.message.contains("invalid URL"), "{e:?}");
+        let e = one_error(&format!("listen: localhost\n{BASE}"));
+        assert!(e.message.contains("invalid listen address"));
+        let e = one_error("upstreams:\n  legacy: {url: 'http://127.0.0.1:1', timeout: 5}\nfallback: legacy\n");
+        assert!(e.message.contains("duration"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_route_names_and_paths() {
+        let e = one_error(&with_route("  - name: Catalog_1\n    match: {prefix: /a}\n    upstream: catalog\n"));
+        assert!(e.message.contains("invalid route name"));
+        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a/../b}\n    upstream: catalog\n"));
+        assert!(e.message.contains("not normalized"));
+        let e = one_error(&with_route("  - name: a\n    match: {exact: a}\n    upstream: catalog\n"));
+        assert!(e.message.contains("must start with"));
+        let e = one_error(&with_route("  - name: a\n    match: {exact: /a, prefix: /a}\n    upstream: catalog\n"));
+        assert!(e.message.contains("both"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let yaml = "listen: nowhere\nupstreams:\n  legacy: ftp://x\nfallback: legacy\nroutes:\n  - name: a\n    match: {prefix: /a}\n    upstream: x\n    mode: sideways\n";
+        assert!(errors(yaml).len() >= 4, "{:#?}", errors(yaml));
+    }
+
+    #[test]
+    fn limits() {
+        let c = parse(&format!("{BASE}limits:\n  max_head_bytes: 32KiB\n  idle_timeout: 5s\n")).unwrap().config;
+        assert_eq!(c.limits.max_head_bytes, 32 * 1024);
+        let e = one_error(&format!("{BASE}limits:\n  max_headers: -3\n"));
+        assert!(e.message.contains("max_headers"));
+    }
+}

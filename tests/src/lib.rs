@@ -1,0 +1,30 @@
+//! Test support for the end-to-end tests: they start the real `strangler` binary as a separate
+//! process and talk to it over sockets, like a user would.
+//!
+//! # Layout
+//!
+//! - [`binary`]: where the `strangler` binary is, and a bounded runner for its one-shot commands
+//!   (`check`, `explain`, `run` on a bad file).
+//! - [`proxy`]: [`Proxy`], a running `strangler run` with its own config directory, ports and log
+//!   file; killed on drop.
+//! - [`backend`]: fake upstreams built in one line on `127.0.0.1:0` (echo, slow, big download,
+//!   upload counter, WebSocket echo) and a refusing address.
+//! - [`client`]: an HTTP client with redirects off, and raw TCP helpers for requests a client
+//!   library refuses to send.
+//! - [`wait`]: [`eventually`], a bounded poll for things that happen asynchronously (reloads).
+//! - [`metrics`]: a small Prometheus text-format reader.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod binary;
+pub mod client;
+pub mod metrics;
+pub mod proxy;
+pub mod wait;
+
+pub use backend::{refusing_url, Backend};
+pub use binary::{strangler_bin, strangler_cmd, CliOutput};
+pub use client::{http_client, raw, RawResponse};
+pub use metrics::Metrics;
+pub use proxy::{free_port, sha256_hex, Proxy, ProxyBuilder};
+pub use wait::eventually;
