@@ -6,14 +6,28 @@
 //! - [`normalize`]: the request-path normalizer every request goes through before matching.
 //! - [`matcher`]: the route matcher, compiled once per config.
 //! - [`canary`]: the stable sticky hash that splits a canary between upstream and fallback.
+//! - [`snapshot`]: a config compiled with its matcher and upstream clients, swapped whole.
 //! - [`reload`]: the reload loop (file watcher, SIGHUP, admin trigger) and the live snapshot.
-//! - [`proxy`]: the per-request forwarding path.
-//! - [`server`]: listeners, connection limits, graceful shutdown.
-//! - [`admin`]: the admin API.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`proxy`]: the per-request forwarding path; [`headers`]: hop-by-hop and X-Forwarded-*.
+//! - [`upstream`]: pooled upstream clients and failure classification (502 vs 504).
+//! - [`server`]: the accept loop, connection limits and timeouts, graceful shutdown.
+//! - [`admin`]: the admin API; [`metrics`]: Prometheus metrics.
+//! - [`run`], [`cli`], [`explain`], [`logging`]: the command line.
 #![warn(missing_docs)]
 
-pub mod normalize;
+pub mod admin;
 pub mod canary;
+pub mod cli;
 pub mod config;
+pub mod explain;
+pub mod headers;
+pub mod logging;
 pub mod matcher;
+pub mod metrics;
+pub mod normalize;
+pub mod proxy;
+pub mod reload;
+pub mod run;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `strangler` binary: see `strangler --help`.
+
+fn main() -> std::process::ExitCode {
+    strangler::cli::main()
+}

@@ -28,3 +28,20 @@ pub use client::{http_client, raw, RawResponse};
 pub use metrics::Metrics;
 pub use proxy::{free_port, sha256_hex, Proxy, ProxyBuilder};
 pub use wait::eventually;
+
+/// A `routes.yaml` text: `upstreams:` from `(name, url)` pairs, `fallback:` the first of them,
+/// then `routes` verbatim (which should start with `routes:` or be empty). No `listen`/`admin`:
+/// [`Proxy`] passes them as flags.
+pub fn routes_yaml(upstreams: &[(&str, &str)], routes: &str) -> String {
+    let mut yaml = String::from("upstreams:\n");
+    for (name, url) in upstreams {
+        yaml.push_str(&format!("  {name}: {url}\n"));
+    }
+    let fallback = upstreams.first().map(|(n, _)| *n).unwrap_or("legacy");
+    yaml.push_str(&format!("fallback: {fallback}\n"));
+    yaml.push_str(routes);
+    if !yaml.ends_with('\n') {
+        yaml.push('\n');
+    }
+    yaml
+}

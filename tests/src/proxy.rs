@@ -58,7 +58,7 @@ impl ProxyBuilder {
 
     /// Writes the config and starts the proxy; waits until it is ready.
     pub async fn start(self) -> Proxy {
-        let dir = tempfile::tempdir().expect("create temp dir");
+        let mut dir = tempfile::tempdir().expect("create temp dir");
         let config_path = dir.path().join("routes.yaml");
         if self.configmap {
             configmap_write(dir.path(), 0, &self.yaml);
@@ -120,10 +120,7 @@ impl ProxyBuilder {
                 }
             }
         }
-        panic!(
-            "strangler did not become ready:\n{}",
-            failures.join("\n")
-        );
+        panic!("strangler did not become ready:\n{}", failures.join("\n"));
     }
 }
 
@@ -181,8 +178,7 @@ impl Proxy {
                     .await,
                 Ok(r) if r.status() == 200
             );
-            if healthy && TcpStream::connect_timeout(&self.listen, Duration::from_secs(1)).is_ok()
-            {
+            if healthy && TcpStream::connect_timeout(&self.listen, Duration::from_secs(1)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {

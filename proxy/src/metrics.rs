@@ -1,0 +1,240 @@
+//! Prometheus metrics, served as text format 0.0.4 on the admin API.
+//!
+//! Label values are [`Name`]s (shared strings) so that recording a request allocates nothing.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::upstream::FailureKind;
+
+/// A shared, cheaply cloned label value (a route or upstream name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Name(pub Arc<str>);
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(Arc::from(s))
+    }
+}
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+/// The route label of requests no route covers.
+pub const FALLBACK_ROUTE: &str = "_fallback";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Name,
+    upstream: Name,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    route: Name,
+    upstream: Name,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    upstream: Name,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram>,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("strangler");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("requests", "Requests served, by route, upstream, method and status class", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving a request to sending the response headers",
+            durations.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed, by upstream and kind (connect, timeout, reset, protocol)",
+            upstream_errors.clone(),
+        );
+        registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
+        // Both results exist from the start, so a rate() over them works before the first error.
+        for result in ["ok", "error"] {
+            reloads.get_or_create(&ReloadLabels { result }).inc_by(0);
+        }
+        Metrics {
+            registry,
+            requests,
+            durations,
+            upstream_errors,
+            reloads,
+        }
+    }
+
+    /// Records one request.
+    pub fn request(&self, route: &Name, upstream: &Name, method: &Method, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                upstream: upstream.clone(),
+                method,
+                status: status_class(status),
+            })
+            .inc();
+        self.durations
+            .get_or_create(&DurationLabels {
+                route: route.clone(),
+                upstream: upstream.clone(),
+                method,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records an upstream failure.
+    pub fn upstream_error(&self, upstream: &Name, kind: FailureKind) {
+        self.upstream_errors
+            .get_or_create(&ErrorLabels {
+                upstream: upstream.clone(),
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The metrics in Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut open_metrics = String::new();
+        if prometheus_client::encoding::text::encode_registry(&mut open_metrics, &self.registry).is_err() {
+            return String::new();
+        }
+        to_text_004(&open_metrics)
+    }
+}
+
+/// The encoder writes OpenMetrics, whose counter families are named without `_total`. Text
+/// format 0.0.4 names the family as its samples are named, so counter metadata lines get the
+/// suffix back.
+fn to_text_004(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let mut counters = Vec::new();
+    for line in open_metrics.lines() {
+        if let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.strip_suffix(" counter")) {
+            counters.push(name.to_string());
+        }
+    }
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        match meta {
+            Some(prefix) => {
+                let rest = &line[prefix.len()..];
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.iter().any(|c| c == name) { "_total" } else { "" };
+                let _ = writeln!(out, "{prefix}{name}{suffix} {tail}");
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn method_label(method: &Method) -> &'static str {
+    // Methods are client input: anything unusual shares one label so cardinality stays bounded.
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_text_004_names() {
+        let m = Metrics::new();
+        let route = Name::from("catalog");
+        let up = Name::from("legacy");
+        m.request(&route, &up, &Method::GET, 200, Duration::from_millis(3));
+        m.upstream_error(&up, FailureKind::Timeout);
+        m.reload(true);
+        let text = m.render();
+        assert!(text.contains("# TYPE strangler_requests_total counter"), "{text}");
+        assert!(text.contains(
+            "strangler_requests_total{route=\"catalog\",upstream=\"legacy\",method=\"GET\",status=\"2xx\"} 1"
+        ));
+        assert!(text.contains("strangler_request_duration_seconds_bucket{"));
+        assert!(text.contains("strangler_upstream_errors_total{upstream=\"legacy\",kind=\"timeout\"} 1"));
+        assert!(text.contains("strangler_config_reloads_total{result=\"ok\"} 1"));
+        assert!(text.contains("strangler_config_reloads_total{result=\"error\"} 0"));
+        assert!(!text.contains("# EOF"));
+    }
+}

@@ -1,0 +1,198 @@
+//! The reload loop: the live snapshot, and the three triggers that replace it (the file
+//! changing on disk, SIGHUP, `POST /reload`).
+//!
+//! A new file is validated whole and compiled into a [`Snapshot`] before one atomic swap. On
+//! any error the running snapshot stays and the error is kept for the admin API. Requests
+//! hold an `Arc` to the snapshot they started on, so a swap never disturbs them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::{self, Diagnostic, Severity};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::upstream::ClientCache;
+
+/// Time to let a burst of file events settle before reading the file.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The last reload that failed.
+#[derive(Debug, Clone)]
+pub struct LastError {
+    /// Every problem, one per line, as `FILE:LINE:COL: message`.
+    pub message: String,
+    /// When it happened.
+    pub at: SystemTime,
+}
+
+/// The live config and how to replace it.
+pub struct Live {
+    current: ArcSwap<Snapshot>,
+    last_error: Mutex<Option<LastError>>,
+    /// Version of the last file content attempted, so the watcher does not retry a bad
+    /// file that has not changed.
+    last_attempt: Mutex<String>,
+    path: PathBuf,
+    /// The path as the user wrote it, for messages.
+    display: String,
+    clients: ClientCache,
+    metrics: Arc<Metrics>,
+    /// Reloads run one at a time.
+    reloading: Mutex<()>,
+}
+
+impl Live {
+    /// Loads the initial config; fails with every problem if it is invalid.
+    pub fn load(path: &Path, clients: ClientCache, metrics: Arc<Metrics>) -> Result<(Live, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let checked = config::load(path)?;
+        let version = checked.config.version.clone();
+        let snapshot = Snapshot::build(checked.config, path.to_path_buf(), &clients);
+        let live = Live {
+            current: ArcSwap::from_pointee(snapshot),
+            last_error: Mutex::new(None),
+            last_attempt: Mutex::new(version),
+            path: path.to_path_buf(),
+            display: path.display().to_string(),
+            clients,
+            metrics,
+            reloading: Mutex::new(()),
+        };
+        Ok((live, checked.warnings))
+    }
+
+    /// The snapshot new requests use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The last failed reload, until a reload succeeds.
+    pub fn last_error(&self) -> Option<LastError> {
+        lock(&self.last_error).clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Reloads from the file now. Returns the new version, or every problem found (the
+    /// running config stays). Blocking: call from `spawn_blocking` in async code.
+    pub fn reload(&self, trigger: &str) -> Result<String, Vec<String>> {
+        let _one_at_a_time = lock(&self.reloading);
+        let started = std::time::Instant::now();
+        let result = config::load(&self.path);
+        let result = match result {
+            Ok(checked) => {
+                *lock(&self.last_attempt) = checked.config.version.clone();
+                for w in &checked.warnings {
+                    tracing::warn!(trigger, "{}", w.display(&self.display));
+                }
+                let old = self.snapshot();
+                if old.config.listen != checked.config.listen || old.config.admin != checked.config.admin {
+                    tracing::warn!(trigger, "listen or admin address changed; listeners are never re-bound on reload, restart to apply");
+                }
+                let version = checked.config.version.clone();
+                let routes = checked.config.routes.len();
+                let snapshot = Snapshot::build(checked.config, self.path.clone(), &self.clients);
+                self.current.store(Arc::new(snapshot));
+                *lock(&self.last_error) = None;
+                tracing::info!(
+                    trigger,
+                    version = &version[..12],
+                    routes,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "config reloaded"
+                );
+                Ok(version)
+            }
+            Err(diags) => {
+                if let Ok(bytes) = std::fs::read(&self.path) {
+                    *lock(&self.last_attempt) = config::version_of(&bytes);
+                }
+                let errors: Vec<String> = diags
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(|d| d.display(&self.display).to_string())
+                    .collect();
+                for e in &errors {
+                    tracing::error!(trigger, "config rejected, keeping the running one: {e}");
+                }
+                *lock(&self.last_error) = Some(LastError {
+                    message: errors.join("\n"),
+                    at: SystemTime::now(),
+                });
+                Err(errors)
+            }
+        };
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    /// Whether the file on disk differs from what was last attempted.
+    fn changed_on_disk(&self) -> bool {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => config::version_of(&bytes) != *lock(&self.last_attempt),
+            // A file briefly missing (mid-rename) is not a change; a later event will come.
+            Err(_) => false,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reloads in a blocking task, so parsing a large file does not stall request handling.
+pub async fn reload_async(live: &Arc<Live>, trigger: &'static str) -> Result<String, Vec<String>> {
+    let live = live.clone();
+    tokio::task::spawn_blocking(move || live.reload(trigger))
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]))
+}
+
+/// Watches the config file's directory (not the file's inode, so renames and ConfigMap-style
+/// symlink swaps are seen) and reloads when the content changes. Runs until the returned
+/// watcher is dropped.
+pub fn watch_file(live: Arc<Live>) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // A full channel already means "look again"; dropping the extra signal is fine.
+            let _ = tx.try_send(());
+        }
+    })?;
+    let dir = match live.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Let a burst (truncate + write, or the steps of a symlink swap) settle.
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let l = live.clone();
+            let changed = tokio::task::spawn_blocking(move || l.changed_on_disk()).await.unwrap_or(false);
+            if changed {
+                let _ = reload_async(&live, "file").await;
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+/// Reloads on every SIGHUP.
+pub fn watch_sighup(live: Arc<Live>) -> std::io::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = reload_async(&live, "sighup").await;
+        }
+    });
+    Ok(())
+}

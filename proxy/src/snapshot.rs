@@ -1,0 +1,106 @@
+//! One config snapshot: the validated config plus everything compiled from it (matcher,
+//! upstream clients, metric labels), built completely before it is swapped in.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{Config, Upstream};
+use crate::matcher::Matcher;
+use crate::metrics::Name;
+use crate::upstream::{ClientCache, HttpClient};
+
+/// An upstream ready to receive requests.
+#[derive(Debug)]
+pub struct Target {
+    /// Name, as a metric label.
+    pub name: Name,
+    /// Where it is and its timeouts.
+    pub upstream: Upstream,
+    /// Pooled client (shared with other snapshots).
+    pub client: HttpClient,
+}
+
+/// Runtime view of a route: its label and its upstream.
+#[derive(Debug)]
+pub struct RouteTarget {
+    /// Route name, as a metric label.
+    pub name: Name,
+    /// The route's own upstream.
+    pub upstream: Arc<Target>,
+}
+
+/// A config and everything compiled from it. Requests keep the snapshot they started on.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated config.
+    pub config: Config,
+    /// The route index.
+    pub matcher: Matcher,
+    /// Per route (same order as `config.routes`).
+    pub routes: Vec<RouteTarget>,
+    /// The fallback upstream.
+    pub fallback: Arc<Target>,
+    /// Label used for requests no route covers.
+    pub fallback_route: Name,
+    /// When this snapshot was loaded.
+    pub loaded_at: SystemTime,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+impl Snapshot {
+    /// Compiles `config`. Validation guarantees every upstream name resolves.
+    pub fn build(config: Config, source: PathBuf, clients: &ClientCache) -> Snapshot {
+        let targets: HashMap<&str, Arc<Target>> = config
+            .upstreams
+            .values()
+            .map(|u| {
+                let target = Target {
+                    name: Name::from(u.name.as_str()),
+                    upstream: u.clone(),
+                    client: clients.get(u.connect_timeout),
+                };
+                (u.name.as_str(), Arc::new(target))
+            })
+            .collect();
+        let target = |name: &str| targets.get(name).cloned().unwrap_or_else(|| unreachable_target(name, clients));
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteTarget {
+                name: Name::from(r.name.as_str()),
+                upstream: target(&r.upstream),
+            })
+            .collect();
+        let fallback = target(&config.fallback);
+        Snapshot {
+            matcher: Matcher::new(&config.routes),
+            routes,
+            fallback,
+            fallback_route: Name::from(crate::metrics::FALLBACK_ROUTE),
+            config,
+            loaded_at: SystemTime::now(),
+            source,
+        }
+    }
+}
+
+// Validation rejects configs naming unknown upstreams; should one slip through, requests to it
+// fail with 502 rather than the proxy panicking.
+fn unreachable_target(name: &str, clients: &ClientCache) -> Arc<Target> {
+    tracing::error!(upstream = name, "route names an upstream that does not exist");
+    Arc::new(Target {
+        name: Name::from(name),
+        upstream: Upstream {
+            name: name.to_string(),
+            url: "http://127.0.0.1:0".into(),
+            origin: http::uri::Authority::from_static("127.0.0.1:0"),
+            base_path: String::new(),
+            timeout: crate::config::DEFAULT_TIMEOUT,
+            connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
+        },
+        client: clients.get(crate::config::DEFAULT_CONNECT_TIMEOUT),
+    })
+}

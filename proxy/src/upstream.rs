@@ -1,0 +1,126 @@
+//! Pooled HTTP clients to upstreams, and how their failures are classified.
+//!
+//! Clients are shared across config snapshots (keyed by connect timeout, the one connector
+//! setting that differs between upstreams), so a reload keeps every warm keep-alive connection.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// The body type the proxy sends and returns.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A pooled client to upstreams.
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// Idle upstream connections kept per host.
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// How long an idle upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Clients by connect timeout, reused across reloads.
+#[derive(Default, Clone)]
+pub struct ClientCache {
+    clients: Arc<Mutex<HashMap<Duration, HttpClient>>>,
+}
+
+impl ClientCache {
+    /// The client for upstreams with this connect timeout.
+    pub fn get(&self, connect_timeout: Duration) -> HttpClient {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(connect_timeout));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector)
+            })
+            .clone()
+    }
+}
+
+/// Why an upstream request failed; the `kind` label of `strangler_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The connection was refused or could not be opened.
+    Connect,
+    /// A connect or response timeout expired.
+    Timeout,
+    /// The connection was reset or closed mid-exchange.
+    Reset,
+    /// The upstream spoke invalid HTTP.
+    Protocol,
+}
+
+impl FailureKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Reset => "reset",
+            FailureKind::Protocol => "protocol",
+        }
+    }
+
+    /// The status the client gets: 504 for any timeout, 502 otherwise.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            FailureKind::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
+            FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Classifies a client error by walking its causes.
+    pub fn of(err: &hyper_util::client::legacy::Error) -> FailureKind {
+        let mut source = err.source();
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::TimedOut => FailureKind::Timeout,
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+                        if !err.is_connect() =>
+                    {
+                        FailureKind::Reset
+                    }
+                    _ if err.is_connect() => FailureKind::Connect,
+                    _ => FailureKind::Reset,
+                };
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_timeout() {
+                    return FailureKind::Timeout;
+                }
+                if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                    return FailureKind::Reset;
+                }
+                if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                    return FailureKind::Protocol;
+                }
+            }
+            source = e.source();
+        }
+        if err.is_connect() {
+            FailureKind::Connect
+        } else {
+            FailureKind::Protocol
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Fake upstreams, each built in one line on `127.0.0.1:0`, serving in-process on the test's
+//! tokio runtime until dropped.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The body type every fake backend answers with.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A fake upstream. Its accept loop stops when this is dropped.
+#[derive(Debug)]
+pub struct Backend {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The listening address.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    /// Requests received so far (counted when the request head arrives).
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Base URL with `path` appended.
+    pub fn url_with(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Answers every request with 200 JSON
+    /// `{"backend": NAME, "method", "path" (path and query as received), "headers": {name: value}}`,
+    /// repeated header values joined with `", "`.
+    ///
+    /// Request header `x-echo-set: Name=value` (repeatable) adds that header to the response,
+    /// and `x-echo-status: N` sets the status.
+    pub async fn echo(name: &str) -> Backend {
+        Backend::echo_after(name, Duration::ZERO).await
+    }
+
+    /// Like [`Backend::echo`], but sleeps `delay` before answering.
+    pub async fn slow(name: &str, delay: Duration) -> Backend {
+        Backend::echo_after(name, delay).await
+    }
+
+    async fn echo_after(name: &str, delay: Duration) -> Backend {
+        let name = name.to_string();
+        serve(move |req| {
+            let name = name.clone();
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                echo_response(&name, &req)
+            }
+        })
+        .await
+    }
+
+    /// Answers every request with a 200 body of `size` bytes (`x` repeated), generated in 64 KiB
+    /// chunks as it is sent, with a `Content-Length`.
+    pub async fn download(size: u64) -> Backend {
+        serve(move |_req| async move {
+            static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+            let stream = futures_util::stream::unfold(size, |left| async move {
+                if left == 0 {
+                    return None;
+                }
+                let n = left.min(CHUNK.len() as u64);
+                let frame = Frame::data(Bytes::from_static(&CHUNK[..n as usize]));
+                Some((Ok::<_, std::io::Error>(frame), left - n))
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(size));
+            resp
+        })
+        .await
+    }
+
+    /// Reads the whole request body without keeping it and answers 200 JSON `{"bytes": N}`.
+    pub async fn upload_counter() -> Backend {
+        serve(|req: Request<Incoming>| async move {
+            let mut body = req.into_body();
+            let mut count: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            count += data.len() as u64;
+                        }
+                    }
+                    Err(e) => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({"error": e.to_string(), "bytes": count}),
+                        )
+                    }
+                }
+            }
+            json_response(StatusCode::OK, &serde_json::json!({ "bytes": count }))
+        })
+        .await
+    }
+
+    /// A WebSocket server (any path) that echoes every text and binary message back.
+    pub async fn websocket_echo() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_text() || msg.is_binary() {
+                            if ws.send(msg).await.is_err() {
+                                return;
+                            }
+                        } else if msg.is_close() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Backend {
+            url: format!("http://{addr}"),
+            addr,
+            hits,
+            task,
+        }
+    }
+}
+
+/// A base URL where nothing listens (a port bound and released), so connecting is refused.
+pub fn refusing_url() -> String {
+    format!("http://127.0.0.1:{}", crate::proxy::free_port())
+}
+
+/// Serves `handler` on `127.0.0.1:0` (HTTP/1.1 and h2c) until the returned backend is dropped.
+async fn serve<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        url: format!("http://{addr}"),
+        addr,
+        hits,
+        task,
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let body = Full::new(Bytes::from(value.to_string()))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn echo_response(name: &str, req: &Request<Incoming>) -> Response<Body> {
+    let mut headers = serde_json::Map::new();
+    for key in req.headers().keys() {
+        let values: Vec<String> = req
+            .headers()
+            .get_all(key)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        headers.insert(key.as_str().to_string(), values.join(", ").into());
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| req.uri().to_string());
+    let body = serde_json::json!({
+        "backend": name,
+        "method": req.method().as_str(),
+        "path": path,
+        "headers": headers,
+    });
+    let status = req
+        .headers()
+        .get("x-echo-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|v| StatusCode::from_u16(v).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut resp = json_response(status, &body);
+    for spec in req.headers().get_all("x-echo-set") {
+        let Ok(spec) = spec.to_str() else { continue };
+        let Some((k, v)) = spec.split_once('=') else {
+            continue;
+        };
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.trim().as_bytes()),
+            HeaderValue::from_str(v.trim()),
+        ) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}
