@@ -25,11 +25,18 @@ impl Handler for Admin {
     async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let live = &self.live;
         match (req.method(), req.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-            (&Method::GET | &Method::HEAD, "/routes") => json_response(StatusCode::OK, &routes_json(live)),
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                json_response(StatusCode::OK, &json!({"status": "ok"}))
+            }
+            (&Method::GET | &Method::HEAD, "/routes") => {
+                json_response(StatusCode::OK, &routes_json(live))
+            }
             (&Method::POST, "/reload") => match reload::reload_async(live, "admin").await {
                 Ok(version) => json_response(StatusCode::OK, &json!({ "version": version })),
-                Err(errors) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "errors": errors })),
+                Err(errors) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "errors": errors }),
+                ),
             },
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut resp = Response::new(full(live.metrics().render()));
@@ -40,9 +47,17 @@ impl Handler for Admin {
                 resp
             }
             (_, "/healthz" | "/routes" | "/reload" | "/metrics") => {
-                let mut resp = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}));
-                let allow = if req.uri().path() == "/reload" { "POST" } else { "GET, HEAD" };
-                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                let mut resp = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": "method not allowed"}),
+                );
+                let allow = if req.uri().path() == "/reload" {
+                    "POST"
+                } else {
+                    "GET, HEAD"
+                };
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
@@ -67,7 +82,7 @@ pub fn routes_json(live: &Live) -> serde_json::Value {
                 "match": r.matcher,
                 "upstream": r.upstream,
                 "mode": r.mode,
-                "percent": r.percent,
+                "percent": r.percent.map(|p| if p.fract() == 0.0 { json!(p as u64) } else { json!(p) }),
                 "sticky": r.sticky.as_ref().map(|s| s.to_string()),
             })
         })

@@ -34,8 +34,14 @@ pub fn bucket(key: &[u8]) -> u32 {
 /// Reads the sticky key from a request, if it carries one.
 pub fn sticky_key<'h>(sticky: &Sticky, headers: &'h HeaderMap) -> Option<&'h [u8]> {
     match sticky {
-        Sticky::Header(name) => headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
-        Sticky::Cookie(name) => headers.get_all(http::header::COOKIE).iter().find_map(|v| cookie(v.as_bytes(), name.as_bytes())),
+        Sticky::Header(name) => headers
+            .get(name)
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.is_empty()),
+        Sticky::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .find_map(|v| cookie(v.as_bytes(), name.as_bytes())),
     }
 }
 
@@ -78,7 +84,9 @@ mod tests {
     #[test]
     fn share_is_fair_over_sequential_keys() {
         let n = 20_000;
-        let hits = (0..n).filter(|i| bucket(format!("user-{i}").as_bytes()) < 3000).count();
+        let hits = (0..n)
+            .filter(|i| bucket(format!("user-{i}").as_bytes()) < 3000)
+            .count();
         let share = hits as f64 / n as f64;
         assert!((share - 0.30).abs() < 0.015, "share {share}");
     }
@@ -105,7 +113,10 @@ mod tests {
     fn cookie_keys() {
         let mut h = HeaderMap::new();
         h.append("cookie", "a=1; uid=abc ; b=2".parse().unwrap());
-        assert_eq!(sticky_key(&Sticky::Cookie("uid".into()), &h), Some(&b"abc"[..]));
+        assert_eq!(
+            sticky_key(&Sticky::Cookie("uid".into()), &h),
+            Some(&b"abc"[..])
+        );
         assert_eq!(sticky_key(&Sticky::Cookie("zz".into()), &h), None);
     }
 }

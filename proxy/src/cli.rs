@@ -76,7 +76,10 @@ pub fn main() -> ExitCode {
             shutdown_timeout,
         } => {
             logging::init(log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("strangler: cannot start the runtime: {e}");
@@ -144,7 +147,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn explain(path: &std::path::Path, json: bool, headers: Vec<(HeaderName, HeaderValue)>, method: &Method, target: &str) -> ExitCode {
+fn explain(
+    path: &std::path::Path,
+    json: bool,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    method: &Method,
+    target: &str,
+) -> ExitCode {
     let checked = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -174,12 +183,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
-    Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|e| format!("invalid method: {e}"))
+    Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+        .map_err(|e| format!("invalid method: {e}"))
 }
 
 fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = s.split_once(':').ok_or("expected `Name: value`")?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| format!("invalid header name: {e}"))?;
-    let value = HeaderValue::from_str(value.trim()).map_err(|e| format!("invalid header value: {e}"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|e| format!("invalid header name: {e}"))?;
+    let value =
+        HeaderValue::from_str(value.trim()).map_err(|e| format!("invalid header value: {e}"))?;
     Ok((name, value))
 }

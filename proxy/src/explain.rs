@@ -20,6 +20,7 @@ pub struct Explanation {
     /// The route's upstream, or the fallback when no route matches.
     pub upstream: String,
     /// A canary's share in percent.
+    #[serde(serialize_with = "crate::config::percent_number")]
     pub percent: Option<f64>,
     /// The sticky key's bucket (0..9999), when the route is a canary and the key was given.
     pub bucket: Option<u32>,
@@ -34,9 +35,15 @@ pub struct Explanation {
 }
 
 /// Explains a request. `target` may carry a query, which does not take part in routing.
-pub fn explain(config: &Config, method: &Method, target: &str, headers: &HeaderMap) -> Result<Explanation, String> {
+pub fn explain(
+    config: &Config,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> Result<Explanation, String> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
-    let path = normalize_path(path).map_err(|e| format!("the proxy would answer 400: bad path: {e}"))?;
+    let path =
+        normalize_path(path).map_err(|e| format!("the proxy would answer 400: bad path: {e}"))?;
     let matcher = Matcher::new(&config.routes);
     let Some(i) = matcher.find(&config.routes, &path, method, headers) else {
         return Ok(Explanation {
@@ -53,7 +60,10 @@ pub fn explain(config: &Config, method: &Method, target: &str, headers: &HeaderM
     };
     let route = &config.routes[i];
     let share = route.share_bp();
-    let key = route.sticky.as_ref().and_then(|s| canary::sticky_key(s, headers));
+    let key = route
+        .sticky
+        .as_ref()
+        .and_then(|s| canary::sticky_key(s, headers));
     let bucket = match route.mode {
         Mode::Canary => key.map(canary::bucket),
         _ => None,
@@ -79,7 +89,9 @@ pub fn explain(config: &Config, method: &Method, target: &str, headers: &HeaderM
         route: Some(route.name.clone()),
         mode: Some(route.mode),
         upstream: route.upstream.clone(),
-        percent: (route.mode == Mode::Canary).then_some(route.percent).flatten(),
+        percent: (route.mode == Mode::Canary)
+            .then_some(route.percent)
+            .flatten(),
         bucket,
         side,
         sticky: route.sticky.as_ref().map(|s| s.to_string()),
@@ -91,14 +103,27 @@ impl Explanation {
     /// The text form of `explain`, for a person.
     pub fn to_text(&self, config: &Config) -> String {
         let mut out = format!("path:      {}\n", self.path);
-        let url = |name: &str| config.upstream(name).map(|u| u.url.clone()).unwrap_or_default();
+        let url = |name: &str| {
+            config
+                .upstream(name)
+                .map(|u| u.url.clone())
+                .unwrap_or_default()
+        };
         match &self.route {
             None => {
                 out.push_str("route:     none: falls through to the fallback\n");
-                out.push_str(&format!("upstream:  {} ({})\n", self.upstream, url(&self.upstream)));
+                out.push_str(&format!(
+                    "upstream:  {} ({})\n",
+                    self.upstream,
+                    url(&self.upstream)
+                ));
             }
             Some(name) => {
-                let m = config.routes.iter().find(|r| &r.name == name).map(|r| &r.matcher);
+                let m = config
+                    .routes
+                    .iter()
+                    .find(|r| &r.name == name)
+                    .map(|r| &r.matcher);
                 let rule = match m.map(|m| &m.path) {
                     Some(crate::config::PathMatch::Exact(p)) => format!("exact {p}"),
                     Some(crate::config::PathMatch::Prefix(p)) => format!("prefix {p}"),
@@ -108,19 +133,30 @@ impl Explanation {
                 if let Some(mode) = self.mode {
                     out.push_str(&format!("mode:      {}\n", mode.as_str()));
                 }
-                out.push_str(&format!("upstream:  {} ({})\n", self.upstream, url(&self.upstream)));
+                out.push_str(&format!(
+                    "upstream:  {} ({})\n",
+                    self.upstream,
+                    url(&self.upstream)
+                ));
                 if let Some(p) = self.percent {
                     out.push_str(&format!("percent:   {p}\n"));
                 }
                 match (self.bucket, &self.sticky) {
-                    (Some(b), Some(s)) => out.push_str(&format!("bucket:    {b} of 10000 (key from {s}; upstream when bucket < {})\n", (self.percent.unwrap_or(0.0) * 100.0).round())),
-                    (None, Some(s)) if self.mode == Some(Mode::Canary) => out.push_str(&format!("bucket:    no key given ({s}): split at random\n")),
+                    (Some(b), Some(s)) => out.push_str(&format!(
+                        "bucket:    {b} of 10000 (key from {s}; upstream when bucket < {})\n",
+                        (self.percent.unwrap_or(0.0) * 100.0).round()
+                    )),
+                    (None, Some(s)) if self.mode == Some(Mode::Canary) => {
+                        out.push_str(&format!("bucket:    no key given ({s}): split at random\n"))
+                    }
                     _ => {}
                 }
             }
         }
         match (&self.side, &self.serving) {
-            (Some(side), Some(serving)) => out.push_str(&format!("served by: {serving} ({side})\n")),
+            (Some(side), Some(serving)) => {
+                out.push_str(&format!("served by: {serving} ({side})\n"))
+            }
             _ => out.push_str("served by: random per request, in the canary's proportion\n"),
         }
         out
@@ -161,7 +197,10 @@ mod tests {
     #[test]
     fn unmatched_goes_to_the_fallback() {
         let e = explain(&config(), &Method::GET, "/x", &HeaderMap::new()).unwrap();
-        assert_eq!((e.route.as_deref(), e.upstream.as_str(), e.side), (None, "legacy", Some("fallback")));
+        assert_eq!(
+            (e.route.as_deref(), e.upstream.as_str(), e.side),
+            (None, "legacy", Some("fallback"))
+        );
     }
 
     #[test]

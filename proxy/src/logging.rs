@@ -22,7 +22,11 @@ pub fn init(format: LogFormat) {
         .with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(false).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(false)
+            .with_current_span(false)
+            .try_init(),
     };
     // Already installed (a test harness, say): keep the one in place.
     drop(result);

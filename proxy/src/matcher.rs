@@ -34,7 +34,13 @@ impl Matcher {
 
     /// The index of the route serving a request with this normalized `path`, `method` and
     /// `headers`, or `None` when it falls through to the fallback.
-    pub fn find(&self, routes: &[Route], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+    pub fn find(
+        &self,
+        routes: &[Route],
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
         let first_match = |ids: Option<&Vec<usize>>| {
             ids?.iter()
                 .copied()
@@ -71,11 +77,12 @@ fn filters_match(route: &Route, method: &Method, headers: &HeaderMap) -> bool {
             return false;
         }
     }
-    route
-        .matcher
-        .headers
-        .iter()
-        .all(|(name, want)| headers.get_all(name).iter().any(|v| v.as_bytes() == want.as_bytes()))
+    route.matcher.headers.iter().all(|(name, want)| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == want.as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -89,14 +96,27 @@ mod tests {
         config::parse(&yaml).unwrap().config.routes
     }
 
-    fn find(routes: &[Route], method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    fn find(
+        routes: &[Route],
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<String> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         let m = Matcher::new(routes);
-        m.find(routes, path, &Method::from_bytes(method.as_bytes()).unwrap(), &h)
-            .map(|i| routes[i].name.clone())
+        m.find(
+            routes,
+            path,
+            &Method::from_bytes(method.as_bytes()).unwrap(),
+            &h,
+        )
+        .map(|i| routes[i].name.clone())
     }
 
     const TABLE: &str = "
@@ -113,16 +133,31 @@ mod tests {
     #[test]
     fn exact_beats_prefix() {
         let r = routes(TABLE);
-        assert_eq!(find(&r, "GET", "/api/products/7", &[]).as_deref(), Some("product-7"));
-        assert_eq!(find(&r, "GET", "/api/products/8", &[]).as_deref(), Some("products"));
+        assert_eq!(
+            find(&r, "GET", "/api/products/7", &[]).as_deref(),
+            Some("product-7")
+        );
+        assert_eq!(
+            find(&r, "GET", "/api/products/8", &[]).as_deref(),
+            Some("products")
+        );
     }
 
     #[test]
     fn longest_prefix_wins_on_whole_segments() {
         let r = routes(TABLE);
-        assert_eq!(find(&r, "GET", "/api/products", &[]).as_deref(), Some("products"));
-        assert_eq!(find(&r, "GET", "/api/products/", &[]).as_deref(), Some("products"));
-        assert_eq!(find(&r, "GET", "/api/productsX", &[]).as_deref(), Some("api"));
+        assert_eq!(
+            find(&r, "GET", "/api/products", &[]).as_deref(),
+            Some("products")
+        );
+        assert_eq!(
+            find(&r, "GET", "/api/products/", &[]).as_deref(),
+            Some("products")
+        );
+        assert_eq!(
+            find(&r, "GET", "/api/productsX", &[]).as_deref(),
+            Some("api")
+        );
         assert_eq!(find(&r, "GET", "/apix", &[]), None);
         assert_eq!(find(&r, "GET", "/", &[]), None);
     }
@@ -130,15 +165,27 @@ mod tests {
     #[test]
     fn methods_fall_back_to_a_shorter_prefix() {
         let r = routes(TABLE);
-        assert_eq!(find(&r, "GET", "/api/orders/1", &[]).as_deref(), Some("api-get"));
-        assert_eq!(find(&r, "POST", "/api/orders/1", &[]).as_deref(), Some("api"));
+        assert_eq!(
+            find(&r, "GET", "/api/orders/1", &[]).as_deref(),
+            Some("api-get")
+        );
+        assert_eq!(
+            find(&r, "POST", "/api/orders/1", &[]).as_deref(),
+            Some("api")
+        );
     }
 
     #[test]
     fn headers_filter_case_insensitive_names() {
         let r = routes(TABLE);
-        assert_eq!(find(&r, "GET", "/beta/x", &[("x-beta", "1")]).as_deref(), Some("beta"));
-        assert_eq!(find(&r, "GET", "/beta/x", &[("x-beta", "2")]).as_deref(), Some("beta-2"));
+        assert_eq!(
+            find(&r, "GET", "/beta/x", &[("x-beta", "1")]).as_deref(),
+            Some("beta")
+        );
+        assert_eq!(
+            find(&r, "GET", "/beta/x", &[("x-beta", "2")]).as_deref(),
+            Some("beta-2")
+        );
     }
 
     #[test]
@@ -158,10 +205,15 @@ mod tests {
     fn ten_thousand_routes() {
         let mut spec = String::new();
         for i in 0..10_000 {
-            spec.push_str(&format!("  - {{name: r{i}, match: {{prefix: /svc/{i}/items}}, upstream: new}}\n"));
+            spec.push_str(&format!(
+                "  - {{name: r{i}, match: {{prefix: /svc/{i}/items}}, upstream: new}}\n"
+            ));
         }
         let r = routes(&spec);
-        assert_eq!(find(&r, "GET", "/svc/9999/items/1", &[]).as_deref(), Some("r9999"));
+        assert_eq!(
+            find(&r, "GET", "/svc/9999/items/1", &[]).as_deref(),
+            Some("r9999")
+        );
         assert_eq!(find(&r, "GET", "/svc/9999/other", &[]), None);
     }
 }

@@ -84,10 +84,16 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("strangler");
         let requests = Family::<RequestLabels, Counter>::default();
-        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("requests", "Requests served, by route, upstream, method and status class", requests.clone());
+        registry.register(
+            "requests",
+            "Requests served, by route, upstream, method and status class",
+            requests.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from receiving a request to sending the response headers",
@@ -98,7 +104,11 @@ impl Metrics {
             "Upstream requests that failed, by upstream and kind (connect, timeout, reset, protocol)",
             upstream_errors.clone(),
         );
-        registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result (ok, error)",
+            reloads.clone(),
+        );
         // Both results exist from the start, so a rate() over them works before the first error.
         for result in ["ok", "error"] {
             reloads.get_or_create(&ReloadLabels { result }).inc_by(0);
@@ -113,7 +123,14 @@ impl Metrics {
     }
 
     /// Records one request.
-    pub fn request(&self, route: &Name, upstream: &Name, method: &Method, status: u16, elapsed: Duration) {
+    pub fn request(
+        &self,
+        route: &Name,
+        upstream: &Name,
+        method: &Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
@@ -151,7 +168,9 @@ impl Metrics {
     /// The metrics in Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut open_metrics = String::new();
-        if prometheus_client::encoding::text::encode_registry(&mut open_metrics, &self.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut open_metrics, &self.registry)
+            .is_err()
+        {
             return String::new();
         }
         to_text_004(&open_metrics)
@@ -165,7 +184,10 @@ fn to_text_004(open_metrics: &str) -> String {
     let mut out = String::with_capacity(open_metrics.len());
     let mut counters = Vec::new();
     for line in open_metrics.lines() {
-        if let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.strip_suffix(" counter")) {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|l| l.strip_suffix(" counter"))
+        {
             counters.push(name.to_string());
         }
     }
@@ -173,12 +195,18 @@ fn to_text_004(open_metrics: &str) -> String {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
-        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|p| line.starts_with(p));
         match meta {
             Some(prefix) => {
                 let rest = &line[prefix.len()..];
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.iter().any(|c| c == name) { "_total" } else { "" };
+                let suffix = if counters.iter().any(|c| c == name) {
+                    "_total"
+                } else {
+                    ""
+                };
                 let _ = writeln!(out, "{prefix}{name}{suffix} {tail}");
             }
             None => {
@@ -227,12 +255,16 @@ mod tests {
         m.upstream_error(&up, FailureKind::Timeout);
         m.reload(true);
         let text = m.render();
-        assert!(text.contains("# TYPE strangler_requests_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE strangler_requests_total counter"),
+            "{text}"
+        );
         assert!(text.contains(
             "strangler_requests_total{route=\"catalog\",upstream=\"legacy\",method=\"GET\",status=\"2xx\"} 1"
         ));
         assert!(text.contains("strangler_request_duration_seconds_bucket{"));
-        assert!(text.contains("strangler_upstream_errors_total{upstream=\"legacy\",kind=\"timeout\"} 1"));
+        assert!(text
+            .contains("strangler_upstream_errors_total{upstream=\"legacy\",kind=\"timeout\"} 1"));
         assert!(text.contains("strangler_config_reloads_total{result=\"ok\"} 1"));
         assert!(text.contains("strangler_config_reloads_total{result=\"error\"} 0"));
         assert!(!text.contains("# EOF"));

@@ -31,7 +31,10 @@ pub struct Decision {
 
 /// Decides where a request goes. `path` is already normalized.
 pub fn decide(snap: &Snapshot, method: &Method, path: &str, headers: &http::HeaderMap) -> Decision {
-    let Some(i) = snap.matcher.find(&snap.config.routes, path, method, headers) else {
+    let Some(i) = snap
+        .matcher
+        .find(&snap.config.routes, path, method, headers)
+    else {
         return Decision {
             route: None,
             to_upstream: false,
@@ -42,7 +45,10 @@ pub fn decide(snap: &Snapshot, method: &Method, path: &str, headers: &http::Head
         Mode::Legacy | Mode::Shadow => false,
         Mode::Extracted => true,
         Mode::Canary => {
-            let key = route.sticky.as_ref().and_then(|s| canary::sticky_key(s, headers));
+            let key = route
+                .sticky
+                .as_ref()
+                .and_then(|s| canary::sticky_key(s, headers));
             canary::to_upstream(route.share_bp(), key)
         }
     };
@@ -74,7 +80,8 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     }
     let prepared = match check_request(&req, snap.config.limits.max_uri_bytes) {
         Err(rejection) => Err(rejection),
-        Ok(()) => normalize_path(req.uri().path()).map_err(|e| Rejection::bad_request(format!("bad path: {e}"))),
+        Ok(()) => normalize_path(req.uri().path())
+            .map_err(|e| Rejection::bad_request(format!("bad path: {e}"))),
     };
     let path = match prepared {
         Ok(path) => path,
@@ -101,8 +108,16 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     let (route_name, route_label, target) = match decision.route {
         Some(i) => {
             let rt = &snap.routes[i];
-            let target = if decision.to_upstream { &rt.upstream } else { &snap.fallback };
-            (Some(snap.config.routes[i].name.as_str()), rt.name.clone(), target.clone())
+            let target = if decision.to_upstream {
+                &rt.upstream
+            } else {
+                &snap.fallback
+            };
+            (
+                Some(snap.config.routes[i].name.as_str()),
+                rt.name.clone(),
+                target.clone(),
+            )
         }
         None => (None, snap.fallback_route.clone(), snap.fallback.clone()),
     };
@@ -117,7 +132,13 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     };
     resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
     let elapsed = started.elapsed();
-    live.metrics().request(&route_label, &upstream_label, &method, resp.status().as_u16(), elapsed);
+    live.metrics().request(
+        &route_label,
+        &upstream_label,
+        &method,
+        resp.status().as_u16(),
+        elapsed,
+    );
     tracing::info!(
         target: "strangler::access",
         method = %method,
@@ -151,7 +172,8 @@ async fn forward(
         None => parts.headers.get(header::HOST).cloned(),
     };
     let up = &target.upstream;
-    let mut uri = String::with_capacity(up.origin.as_str().len() + up.base_path.len() + path.len() + 16);
+    let mut uri =
+        String::with_capacity(up.origin.as_str().len() + up.base_path.len() + path.len() + 16);
     uri.push_str("http://");
     uri.push_str(up.origin.as_str());
     uri.push_str(&up.base_path);
@@ -240,7 +262,8 @@ impl Rejection {
     fn response(&self) -> Response<Body> {
         let mut resp = json_response(self.status, &serde_json::json!({ "error": self.reason }));
         if self.close {
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
@@ -257,17 +280,24 @@ fn check_request(req: &Request<Incoming>, max_uri_bytes: usize) -> Result<(), Re
         });
     }
     if req.method() == Method::CONNECT {
-        return Err(Rejection::bad_request("CONNECT is not supported: this is not a forward proxy"));
+        return Err(Rejection::bad_request(
+            "CONNECT is not supported: this is not a forward proxy",
+        ));
     }
     if req.uri().path() == "*" || req.uri() == "*" {
-        return Err(Rejection::bad_request("`*` is only valid as the target of OPTIONS"));
+        return Err(Rejection::bad_request(
+            "`*` is only valid as the target of OPTIONS",
+        ));
     }
     let h = req.headers();
     if h.get_all(header::HOST).iter().count() > 1 {
         return Err(Rejection::bad_request("more than one Host header"));
     }
     let lengths: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
-    let conflict = req.extensions().get::<crate::server::FramingConflict>().is_some();
+    let conflict = req
+        .extensions()
+        .get::<crate::server::FramingConflict>()
+        .is_some();
     if conflict || (h.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty()) {
         return Err(Rejection {
             close: true,
@@ -308,14 +338,18 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     body.push(b'\n');
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A random request id in UUID v4 form.
@@ -323,7 +357,14 @@ fn new_request_id() -> HeaderValue {
     let n = fastrand::u128(..);
     let n = (n & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let hex = format!("{n:032x}");
-    let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 

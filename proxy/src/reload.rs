@@ -48,7 +48,11 @@ pub struct Live {
 
 impl Live {
     /// Loads the initial config; fails with every problem if it is invalid.
-    pub fn load(path: &Path, clients: ClientCache, metrics: Arc<Metrics>) -> Result<(Live, Vec<Diagnostic>), Vec<Diagnostic>> {
+    pub fn load(
+        path: &Path,
+        clients: ClientCache,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Live, Vec<Diagnostic>), Vec<Diagnostic>> {
         let checked = config::load(path)?;
         let version = checked.config.version.clone();
         let snapshot = Snapshot::build(checked.config, path.to_path_buf(), &clients);
@@ -93,7 +97,9 @@ impl Live {
                     tracing::warn!(trigger, "{}", w.display(&self.display));
                 }
                 let old = self.snapshot();
-                if old.config.listen != checked.config.listen || old.config.admin != checked.config.admin {
+                if old.config.listen != checked.config.listen
+                    || old.config.admin != checked.config.admin
+                {
                     tracing::warn!(trigger, "listen or admin address changed; listeners are never re-bound on reload, restart to apply");
                 }
                 let version = checked.config.version.clone();
@@ -177,7 +183,9 @@ pub fn watch_file(live: Arc<Live>) -> notify::Result<notify::RecommendedWatcher>
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
             let l = live.clone();
-            let changed = tokio::task::spawn_blocking(move || l.changed_on_disk()).await.unwrap_or(false);
+            let changed = tokio::task::spawn_blocking(move || l.changed_on_disk())
+                .await
+                .unwrap_or(false);
             if changed {
                 let _ = reload_async(&live, "file").await;
             }

@@ -40,7 +40,11 @@ pub struct ProxyHandler {
 }
 
 impl Handler for ProxyHandler {
-    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> impl std::future::Future<Output = Response<Body>> + Send {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
         crate::proxy::handle(self.live.clone(), req, peer)
     }
 
@@ -88,7 +92,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
 
-    let _watcher = reload::watch_file(live.clone()).with_context(|| format!("cannot watch {display}"))?;
+    let _watcher =
+        reload::watch_file(live.clone()).with_context(|| format!("cannot watch {display}"))?;
     reload::watch_sighup(live.clone()).context("cannot install the SIGHUP handler")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

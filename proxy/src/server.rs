@@ -64,7 +64,11 @@ impl Drain {
 /// What a connection's handler is given about the connection.
 pub trait Handler: Clone + Send + Sync + 'static {
     /// Answers one request.
-    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> impl Future<Output = Response<Body>> + Send;
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
 
     /// The limits for a new connection (the live config's, so a reload applies to new
     /// connections).
@@ -72,7 +76,13 @@ pub trait Handler: Clone + Send + Sync + 'static {
 }
 
 /// Accepts connections on `listener` until shutdown, serving each with `handler`.
-pub async fn serve<H: Handler>(listener: TcpListener, limits: Limits, handler: H, mut shutdown: ShutdownRx, drain: DrainGuard) {
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    limits: Limits,
+    handler: H,
+    mut shutdown: ShutdownRx,
+    drain: DrainGuard,
+) {
     // The connection cap is fixed at start; the other limits follow reloads.
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -107,7 +117,13 @@ pub async fn serve<H: Handler>(listener: TcpListener, limits: Limits, handler: H
     }
 }
 
-async fn serve_connection<H: Handler>(stream: TcpStream, peer: SocketAddr, limits: &Limits, handler: H, mut shutdown: ShutdownRx) {
+async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: &Limits,
+    handler: H,
+    mut shutdown: ShutdownRx,
+) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -125,7 +141,12 @@ async fn serve_connection<H: Handler>(stream: TcpStream, peer: SocketAddr, limit
         async move {
             let resp = handler.call(req, peer).await;
             let guard = RequestGuard(activity);
-            Ok::<_, Infallible>(resp.map(|b| crate::upstream::Body::new(GuardedBody { inner: b, _guard: guard })))
+            Ok::<_, Infallible>(resp.map(|b| {
+                crate::upstream::Body::new(GuardedBody {
+                    inner: b,
+                    _guard: guard,
+                })
+            }))
         }
     });
 
@@ -143,7 +164,8 @@ async fn serve_connection<H: Handler>(stream: TcpStream, peer: SocketAddr, limit
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
 
-    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     let mut closing = false;
     loop {
@@ -193,11 +215,18 @@ mod tests {
 
     #[test]
     fn spots_both_framing_headers_across_reads() {
-        assert!(scan(&[b"POST / HTTP/1.1\r\nContent-Len", b"gth: 5\r\nTRANSFER-ENCODING: chunked\r\n\r\n"]));
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nContent-Len",
+            b"gth: 5\r\nTRANSFER-ENCODING: chunked\r\n\r\n"
+        ]));
         assert!(!scan(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"]));
-        assert!(!scan(&[b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+        assert!(!scan(&[
+            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
         // Headers in the body after the head do not count.
-        assert!(!scan(&[b"POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+        assert!(!scan(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
     }
 }
 
@@ -241,7 +270,9 @@ impl Activity {
     fn read(&self) {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
             self.head_started.store(now + 1, Ordering::Relaxed);
         }
     }
@@ -268,7 +299,8 @@ impl Activity {
             return Verdict::HeaderTimeout;
         }
         let idle = self.in_flight.load(Ordering::Relaxed) == 0
-            && now.saturating_sub(self.last_io.load(Ordering::Relaxed)) > idle_timeout.as_millis() as u64;
+            && now.saturating_sub(self.last_io.load(Ordering::Relaxed))
+                > idle_timeout.as_millis() as u64;
         if idle {
             Verdict::Idle
         } else {
@@ -380,7 +412,11 @@ impl HeadScan {
 }
 
 impl AsyncRead for TrackedIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -390,7 +426,9 @@ impl AsyncRead for TrackedIo {
                 this.scan.arm();
             }
             if this.scan.feed(&buf.filled()[before..]) {
-                this.activity.framing_conflict.store(true, Ordering::Relaxed);
+                this.activity
+                    .framing_conflict
+                    .store(true, Ordering::Relaxed);
             }
         }
         result
@@ -398,7 +436,11 @@ impl AsyncRead for TrackedIo {
 }
 
 impl AsyncWrite for TrackedIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote();
@@ -406,7 +448,11 @@ impl AsyncWrite for TrackedIo {
         result
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote();

@@ -65,7 +65,12 @@ impl Snapshot {
                 (u.name.as_str(), Arc::new(target))
             })
             .collect();
-        let target = |name: &str| targets.get(name).cloned().unwrap_or_else(|| unreachable_target(name, clients));
+        let target = |name: &str| {
+            targets
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| unreachable_target(name, clients))
+        };
         let routes = config
             .routes
             .iter()
@@ -90,7 +95,10 @@ impl Snapshot {
 // Validation rejects configs naming unknown upstreams; should one slip through, requests to it
 // fail with 502 rather than the proxy panicking.
 fn unreachable_target(name: &str, clients: &ClientCache) -> Arc<Target> {
-    tracing::error!(upstream = name, "route names an upstream that does not exist");
+    tracing::error!(
+        upstream = name,
+        "route names an upstream that does not exist"
+    );
     Arc::new(Target {
         name: Name::from(name),
         upstream: Upstream {

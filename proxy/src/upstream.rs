@@ -81,7 +81,9 @@ impl FailureKind {
     pub fn status(self) -> http::StatusCode {
         match self {
             FailureKind::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
-            FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => http::StatusCode::BAD_GATEWAY,
+            FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => {
+                http::StatusCode::BAD_GATEWAY
+            }
         }
     }
 

@@ -50,40 +50,54 @@ limits:
   idle_timeout: 1m
 "#;
 
-/// Line numbers (1-based) of the problems planted in `INVALID`.
-const BAD_DURATION_LINE: usize = 7;
-const BAD_PERCENT_LINE: usize = 15;
-const DUPLICATE_NAME_LINE: usize = 17;
-const UNKNOWN_UPSTREAM_LINE: usize = 20;
-const BAD_MODE_LINE: usize = 21;
-const UNKNOWN_FIELD_LINE: usize = 22;
-const BAD_STICKY_LINE: usize = 29;
+/// Line numbers (1-based) of the problems planted in `INVALID`. Each sits on a route (or
+/// upstream) that is otherwise valid, so no problem can hide another.
+const BAD_DURATION_LINE: usize = 8;
+const DUPLICATE_NAME_LINE: usize = 15;
+const UNKNOWN_UPSTREAM_LINE: usize = 21;
+const BAD_MODE_LINE: usize = 26;
+const UNKNOWN_FIELD_LINE: usize = 31;
+const BAD_PERCENT_LINE: usize = 36;
+const BAD_STICKY_LINE: usize = 42;
 
 const INVALID: &str = r#"listen: 127.0.0.1:18080
 admin: 127.0.0.1:19901
 upstreams:
   legacy: http://127.0.0.1:18081
-  catalog:
-    url: http://127.0.0.1:18082
+  catalog: http://127.0.0.1:18082
+  slowpoke:
+    url: http://127.0.0.1:18083
     timeout: 5 parsecs
 fallback: legacy
 routes:
   - name: catalog
-    match:
-      prefix: /api/products
+    match: {prefix: /api/products}
+    upstream: catalog
+    mode: extracted
+  - name: catalog
+    match: {prefix: /api/other}
+    upstream: legacy
+    mode: extracted
+  - name: bad-upstream
+    match: {prefix: /x}
+    upstream: nowhere
+    mode: extracted
+  - name: bad-mode
+    match: {prefix: /y}
+    upstream: legacy
+    mode: sideways
+  - name: extra-field
+    match: {prefix: /z}
+    upstream: legacy
+    mode: extracted
+    colour: blue
+  - name: orders
+    match: {prefix: /api/orders}
     upstream: catalog
     mode: canary
     percent: 150
-    sticky: header:x-user-id
-  - name: catalog
-    match:
-      prefix: /api/other
-    upstream: nowhere
-    mode: sideways
-    colour: blue
-  - name: orders
-    match:
-      prefix: /api/orders
+  - name: carts
+    match: {prefix: /api/carts}
     upstream: catalog
     mode: canary
     percent: 10
@@ -269,7 +283,7 @@ fn explain_json_shows_path_route_mode_upstream_and_side() {
     assert_eq!(j["route"], "catalog", "{j}");
     assert_eq!(j["mode"], "canary", "{j}");
     assert_eq!(j["upstream"], "catalog", "{j}");
-    assert_eq!(j["percent"], 30, "{j}");
+    assert_eq!(j["percent"].as_f64(), Some(30.0), "{j}");
     assert!(
         j["side"].is_null(),
         "a canary without its key is random: {j}"

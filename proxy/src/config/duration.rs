@@ -7,7 +7,9 @@ use std::time::Duration;
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() || text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("invalid duration `{text}`: expected a number with a unit, like 250ms, 5s or 1m"));
+        return Err(format!(
+            "invalid duration `{text}`: expected a number with a unit, like 250ms, 5s or 1m"
+        ));
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("invalid duration `{text}`: {e} (expected e.g. 250ms, 5s, 1m)"))

@@ -48,7 +48,8 @@ pub fn parse(text: &str) -> Result<Checked, Vec<Diagnostic>> {
 /// Reads and validates the file at `path`. A file that cannot be read is one diagnostic
 /// without a position.
 pub fn load(path: &Path) -> Result<Checked, Vec<Diagnostic>> {
-    let text = std::fs::read(path).map_err(|e| vec![Diagnostic::error_nowhere(format!("cannot read file: {e}"))])?;
+    let text = std::fs::read(path)
+        .map_err(|e| vec![Diagnostic::error_nowhere(format!("cannot read file: {e}"))])?;
     let text = String::from_utf8(text)
         .map_err(|e| vec![Diagnostic::error_nowhere(format!("file is not UTF-8: {e}"))])?;
     parse(&text)

@@ -79,6 +79,7 @@ pub struct Route {
     /// Where the route is in its migration.
     pub mode: Mode,
     /// Canary share in percent (0-100), as written; `None` when absent.
+    #[serde(serialize_with = "percent_number")]
     pub percent: Option<f64>,
     /// Canary stickiness.
     #[serde(serialize_with = "sticky_text")]
@@ -103,7 +104,10 @@ pub struct RouteMatch {
     #[serde(flatten)]
     pub path: PathMatch,
     /// Methods covered; `None` means any.
-    #[serde(serialize_with = "methods_text", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "methods_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub methods: Option<Vec<Method>>,
     /// Headers that must be present with exactly these values (names case-insensitive).
     #[serde(serialize_with = "headers_text", skip_serializing_if = "Vec::is_empty")]
@@ -232,7 +236,10 @@ fn sticky_text<S: serde::Serializer>(sticky: &Option<Sticky>, s: S) -> Result<S:
     }
 }
 
-fn methods_text<S: serde::Serializer>(methods: &Option<Vec<Method>>, s: S) -> Result<S::Ok, S::Error> {
+fn methods_text<S: serde::Serializer>(
+    methods: &Option<Vec<Method>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let methods = methods.as_deref().unwrap_or_default();
     let mut seq = s.serialize_seq(Some(methods.len()))?;
@@ -242,11 +249,23 @@ fn methods_text<S: serde::Serializer>(methods: &Option<Vec<Method>>, s: S) -> Re
     seq.end()
 }
 
-fn headers_text<S: serde::Serializer>(headers: &[(HeaderName, String)], s: S) -> Result<S::Ok, S::Error> {
+fn headers_text<S: serde::Serializer>(
+    headers: &[(HeaderName, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(Some(headers.len()))?;
     for (name, value) in headers {
         map.serialize_entry(name.as_str(), value)?;
     }
     map.end()
+}
+
+/// Serializes a percent as a whole number when it is one (`10`, not `10.0`).
+pub fn percent_number<S: serde::Serializer>(p: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) if p.fract() == 0.0 => s.serialize_u64(*p as u64),
+        Some(p) => s.serialize_f64(*p),
+        None => s.serialize_none(),
+    }
 }

@@ -12,7 +12,15 @@ use super::types::*;
 use super::yaml::{self, Kind, Node, Pos};
 use crate::normalize::normalize_path;
 
-const TOP_FIELDS: &[&str] = &["listen", "admin", "upstreams", "fallback", "routes", "adapters", "limits"];
+const TOP_FIELDS: &[&str] = &[
+    "listen",
+    "admin",
+    "upstreams",
+    "fallback",
+    "routes",
+    "adapters",
+    "limits",
+];
 const UPSTREAM_FIELDS: &[&str] = &["url", "timeout", "connect_timeout"];
 const ROUTE_FIELDS: &[&str] = &["name", "match", "upstream", "mode", "percent", "sticky"];
 const MATCH_FIELDS: &[&str] = &["exact", "prefix", "methods", "headers"];
@@ -31,11 +39,21 @@ pub(super) fn validate(text: &str, diags: &mut Vec<Diagnostic>) -> Option<Config
     let root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
-            diags.push(Diagnostic::error(Pos { line: 1, col: 1, offset: 0 }, "the file is empty"));
+            diags.push(Diagnostic::error(
+                Pos {
+                    line: 1,
+                    col: 1,
+                    offset: 0,
+                },
+                "the file is empty",
+            ));
             return None;
         }
         Err(e) => {
-            diags.push(Diagnostic::error(e.pos, format!("YAML syntax error: {}", e.message)));
+            diags.push(Diagnostic::error(
+                e.pos,
+                format!("YAML syntax error: {}", e.message),
+            ));
             return None;
         }
     };
@@ -77,7 +95,10 @@ impl Validator<'_> {
     /// Checks that `node` is a mapping with only `allowed` keys, reporting each unknown one.
     fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
         let Some(entries) = node.as_map() else {
-            self.error(node.pos, format!("{what} must be a mapping, found {}", node.type_name()));
+            self.error(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.type_name()),
+            );
             return None;
         };
         let mut map = HashMap::new();
@@ -88,7 +109,10 @@ impl Validator<'_> {
                 }
                 Some(k) => self.error(
                     key.pos,
-                    format!("unknown field `{k}` in {what}, expected one of: {}", allowed.join(", ")),
+                    format!(
+                        "unknown field `{k}` in {what}, expected one of: {}",
+                        allowed.join(", ")
+                    ),
                 ),
                 None => self.error(key.pos, format!("{what} has a key that is not a string")),
             }
@@ -100,7 +124,10 @@ impl Validator<'_> {
         match node.as_str() {
             Some(s) => Some(s),
             None => {
-                self.error(node.pos, format!("{what} must be a string, found {}", node.type_name()));
+                self.error(
+                    node.pos,
+                    format!("{what} must be a string, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -125,7 +152,13 @@ impl Validator<'_> {
         let fallback = self.required(&f, "fallback", "the config").and_then(|n| {
             let name = self.string(n, "fallback")?;
             if !self.declared.iter().any(|d| d == name) {
-                self.error(n.pos, format!("fallback `{name}` is not a defined upstream{}", known(&upstreams)));
+                self.error(
+                    n.pos,
+                    format!(
+                        "fallback `{name}` is not a defined upstream{}",
+                        known(&upstreams)
+                    ),
+                );
             }
             Some(name.to_string())
         });
@@ -158,7 +191,12 @@ impl Validator<'_> {
         match text.parse::<SocketAddr>() {
             Ok(addr) => Some(Some(addr)),
             Err(_) => {
-                self.error(node.pos, format!("invalid {what} address `{text}`: expected IP:PORT, like 127.0.0.1:8080"));
+                self.error(
+                    node.pos,
+                    format!(
+                        "invalid {what} address `{text}`: expected IP:PORT, like 127.0.0.1:8080"
+                    ),
+                );
                 None
             }
         }
@@ -167,14 +205,25 @@ impl Validator<'_> {
     fn upstreams(&mut self, node: &Node) -> BTreeMap<String, Upstream> {
         let mut out = BTreeMap::new();
         let Some(entries) = node.as_map() else {
-            self.error(node.pos, format!("upstreams must be a mapping of name to URL, found {}", node.type_name()));
+            self.error(
+                node.pos,
+                format!(
+                    "upstreams must be a mapping of name to URL, found {}",
+                    node.type_name()
+                ),
+            );
             return out;
         };
         for (key, value) in entries {
-            let Some(name) = self.string(key, "an upstream name") else { continue };
+            let Some(name) = self.string(key, "an upstream name") else {
+                continue;
+            };
             self.declared.push(name.to_string());
             if !valid_name(name, true) {
-                self.error(key.pos, format!("invalid upstream name `{name}`: use letters, digits, `-` and `_`"));
+                self.error(
+                    key.pos,
+                    format!("invalid upstream name `{name}`: use letters, digits, `-` and `_`"),
+                );
                 continue;
             }
             if let Some(upstream) = self.upstream(name, value) {
@@ -192,7 +241,9 @@ impl Validator<'_> {
                 let f = self.fields(node, &what, UPSTREAM_FIELDS)?;
                 let url = self.required(&f, "url", &what);
                 let timeout = f.get("timeout").map(|n| self.duration(n, "timeout"));
-                let connect = f.get("connect_timeout").map(|n| self.duration(n, "connect_timeout"));
+                let connect = f
+                    .get("connect_timeout")
+                    .map(|n| self.duration(n, "connect_timeout"));
                 (
                     url?,
                     timeout.unwrap_or(Some(DEFAULT_TIMEOUT))?,
@@ -211,7 +262,10 @@ impl Validator<'_> {
                 connect_timeout,
             }),
             Err(msg) => {
-                self.error(url_node.pos, format!("invalid URL `{url}` for upstream `{name}`: {msg}"));
+                self.error(
+                    url_node.pos,
+                    format!("invalid URL `{url}` for upstream `{name}`: {msg}"),
+                );
                 None
             }
         }
@@ -234,15 +288,26 @@ impl Validator<'_> {
 
     fn routes(&mut self, node: &Node, upstreams: &BTreeMap<String, Upstream>) -> Vec<Route> {
         let Some(items) = node.as_seq() else {
-            self.error(node.pos, format!("routes must be a list, found {}", node.type_name()));
+            self.error(
+                node.pos,
+                format!("routes must be a list, found {}", node.type_name()),
+            );
             return Vec::new();
         };
         let mut routes: Vec<Route> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         for item in items {
-            let Some(route) = self.route(item, upstreams) else { continue };
+            let Some(route) = self.route(item, upstreams) else {
+                continue;
+            };
             if let Some(first) = names.get(&route.name) {
-                self.error(item.pos, format!("duplicate route name `{}` (first defined on line {first})", route.name));
+                self.error(
+                    item.pos,
+                    format!(
+                        "duplicate route name `{}` (first defined on line {first})",
+                        route.name
+                    ),
+                );
                 continue;
             }
             names.insert(route.name.clone(), route.line);
@@ -265,7 +330,10 @@ impl Validator<'_> {
         let name = self.required(&f, "name", "a route").and_then(|n| {
             let name = self.string(n, "a route name")?;
             if !valid_name(name, false) {
-                self.error(n.pos, format!("invalid route name `{name}`: use lowercase letters, digits and `-`"));
+                self.error(
+                    n.pos,
+                    format!("invalid route name `{name}`: use lowercase letters, digits and `-`"),
+                );
                 return None;
             }
             Some(name)
@@ -274,11 +342,16 @@ impl Validator<'_> {
             Some(name) => format!("route `{name}`"),
             None => "a route".to_string(),
         };
-        let matcher = self.required(&f, "match", &what).and_then(|n| self.route_match(n, &what));
+        let matcher = self
+            .required(&f, "match", &what)
+            .and_then(|n| self.route_match(n, &what));
         let upstream = self.required(&f, "upstream", &what).and_then(|n| {
             let up = self.string(n, "upstream")?;
             if !self.declared.iter().any(|d| d == up) {
-                self.error(n.pos, format!("{what} uses unknown upstream `{up}`{}", known(upstreams)));
+                self.error(
+                    n.pos,
+                    format!("{what} uses unknown upstream `{up}`{}", known(upstreams)),
+                );
                 return None;
             }
             Some(up)
@@ -289,7 +362,12 @@ impl Validator<'_> {
                 let text = self.string(n, "mode");
                 let mode = text.and_then(Mode::parse);
                 if let (Some(text), None) = (text, mode) {
-                    self.error(n.pos, format!("invalid mode `{text}`: expected legacy, shadow, canary or extracted"));
+                    self.error(
+                        n.pos,
+                        format!(
+                            "invalid mode `{text}`: expected legacy, shadow, canary or extracted"
+                        ),
+                    );
                 }
                 mode
             }
@@ -298,14 +376,29 @@ impl Validator<'_> {
         let sticky = f.get("sticky").map(|n| (n.pos, self.sticky(n)));
         if let Some(mode) = mode {
             if mode == Mode::Canary && percent.is_none() {
-                self.error(node.pos, format!("{what} is a canary but has no `percent` (0-100)"));
+                self.error(
+                    node.pos,
+                    format!("{what} is a canary but has no `percent` (0-100)"),
+                );
             }
             if mode != Mode::Canary {
                 if let Some((pos, _)) = percent {
-                    self.warn(pos, format!("`percent` is ignored: {what} is in mode {}, not canary", mode.as_str()));
+                    self.warn(
+                        pos,
+                        format!(
+                            "`percent` is ignored: {what} is in mode {}, not canary",
+                            mode.as_str()
+                        ),
+                    );
                 }
                 if let Some((pos, _)) = sticky {
-                    self.warn(pos, format!("`sticky` is ignored: {what} is in mode {}, not canary", mode.as_str()));
+                    self.warn(
+                        pos,
+                        format!(
+                            "`sticky` is ignored: {what} is in mode {}, not canary",
+                            mode.as_str()
+                        ),
+                    );
                 }
             }
         }
@@ -333,7 +426,10 @@ impl Validator<'_> {
         let f = self.fields(node, &what, MATCH_FIELDS)?;
         let path = match (f.get("exact"), f.get("prefix")) {
             (Some(_), Some(p)) => {
-                self.error(p.pos, format!("{what} has both `exact` and `prefix`; use one"));
+                self.error(
+                    p.pos,
+                    format!("{what} has both `exact` and `prefix`; use one"),
+                );
                 None
             }
             (None, None) => {
@@ -344,7 +440,11 @@ impl Validator<'_> {
             (None, Some(n)) => self.match_path(n).map(|p| {
                 // A prefix covers whole segments, so `/api/` and `/api` mean the same.
                 let trimmed = p.trim_end_matches('/');
-                PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+                PathMatch::Prefix(if trimmed.is_empty() {
+                    "/".into()
+                } else {
+                    trimmed.into()
+                })
             }),
         };
         let methods = f.get("methods").map(|n| self.methods(n));
@@ -371,7 +471,10 @@ impl Validator<'_> {
         match normalize_path(text) {
             Ok(p) if p == text => Some(p),
             Ok(p) => {
-                self.error(node.pos, format!("path `{text}` is not normalized; write it as `{p}`"));
+                self.error(
+                    node.pos,
+                    format!("path `{text}` is not normalized; write it as `{p}`"),
+                );
                 None
             }
             Err(e) => {
@@ -383,7 +486,13 @@ impl Validator<'_> {
 
     fn methods(&mut self, node: &Node) -> Option<Vec<Method>> {
         let Some(items) = node.as_seq() else {
-            self.error(node.pos, format!("methods must be a list like [GET, HEAD], found {}", node.type_name()));
+            self.error(
+                node.pos,
+                format!(
+                    "methods must be a list like [GET, HEAD], found {}",
+                    node.type_name()
+                ),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -411,7 +520,13 @@ impl Validator<'_> {
 
     fn match_headers(&mut self, node: &Node) -> Option<Vec<(HeaderName, String)>> {
         let Some(entries) = node.as_map() else {
-            self.error(node.pos, format!("headers must be a mapping of name to value, found {}", node.type_name()));
+            self.error(
+                node.pos,
+                format!(
+                    "headers must be a mapping of name to value, found {}",
+                    node.type_name()
+                ),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -436,22 +551,37 @@ impl Validator<'_> {
 
     fn percent(&mut self, node: &Node) -> Option<f64> {
         let text = match &node.kind {
-            Kind::Scalar { value, quoted: false } => value.as_str(),
+            Kind::Scalar {
+                value,
+                quoted: false,
+            } => value.as_str(),
             _ => {
-                self.error(node.pos, format!("percent must be a number from 0 to 100, found {}", node.type_name()));
+                self.error(
+                    node.pos,
+                    format!(
+                        "percent must be a number from 0 to 100, found {}",
+                        node.type_name()
+                    ),
+                );
                 return None;
             }
         };
         match text.trim_end_matches('%').parse::<f64>() {
             Ok(p) if (0.0..=100.0).contains(&p) => {
                 if (p * 100.0).fract() != 0.0 {
-                    self.error(node.pos, format!("percent `{text}` has more than two decimals"));
+                    self.error(
+                        node.pos,
+                        format!("percent `{text}` has more than two decimals"),
+                    );
                     return None;
                 }
                 Some(p)
             }
             _ => {
-                self.error(node.pos, format!("percent must be a number from 0 to 100, found `{text}`"));
+                self.error(
+                    node.pos,
+                    format!("percent must be a number from 0 to 100, found `{text}`"),
+                );
                 None
             }
         }
@@ -460,7 +590,10 @@ impl Validator<'_> {
     fn sticky(&mut self, node: &Node) -> Option<Sticky> {
         let text = self.string(node, "sticky")?;
         let bad = |v: &mut Self, why: &str| {
-            v.error(node.pos, format!("invalid sticky `{text}`: {why}; expected header:NAME or cookie:NAME"));
+            v.error(
+                node.pos,
+                format!("invalid sticky `{text}`: {why}; expected header:NAME or cookie:NAME"),
+            );
             None
         };
         let Some((kind, name)) = text.split_once(':') else {
@@ -472,30 +605,54 @@ impl Validator<'_> {
                 Ok(h) => Some(Sticky::Header(h)),
                 Err(_) => bad(self, "not a valid header name"),
             },
-            "cookie" if !name.is_empty() && name.bytes().all(is_token_byte) => Some(Sticky::Cookie(name.to_string())),
+            "cookie" if !name.is_empty() && name.bytes().all(is_token_byte) => {
+                Some(Sticky::Cookie(name.to_string()))
+            }
             "cookie" => bad(self, "not a valid cookie name"),
             _ => bad(self, "unknown kind"),
         }
     }
 
-    fn adapters(&mut self, node: &Node, upstreams: &BTreeMap<String, Upstream>) -> BTreeMap<String, AdapterMode> {
+    fn adapters(
+        &mut self,
+        node: &Node,
+        upstreams: &BTreeMap<String, Upstream>,
+    ) -> BTreeMap<String, AdapterMode> {
         let mut out = BTreeMap::new();
         let Some(entries) = node.as_map() else {
-            self.error(node.pos, format!("adapters must be a mapping of capability to local|remote, found {}", node.type_name()));
+            self.error(
+                node.pos,
+                format!(
+                    "adapters must be a mapping of capability to local|remote, found {}",
+                    node.type_name()
+                ),
+            );
             return out;
         };
         for (key, value) in entries {
-            let Some(name) = self.string(key, "an adapter name") else { continue };
+            let Some(name) = self.string(key, "an adapter name") else {
+                continue;
+            };
             if !valid_name(name, true) {
-                self.error(key.pos, format!("invalid adapter name `{name}`: use letters, digits, `-` and `_`"));
+                self.error(
+                    key.pos,
+                    format!("invalid adapter name `{name}`: use letters, digits, `-` and `_`"),
+                );
                 continue;
             }
-            let Some(text) = self.string(value, "an adapter mode") else { continue };
+            let Some(text) = self.string(value, "an adapter mode") else {
+                continue;
+            };
             let mode = match text {
                 "local" => AdapterMode::Local,
                 "remote" => AdapterMode::Remote,
                 _ => {
-                    self.error(value.pos, format!("invalid adapter mode `{text}` for `{name}`: expected local or remote"));
+                    self.error(
+                        value.pos,
+                        format!(
+                            "invalid adapter mode `{text}` for `{name}`: expected local or remote"
+                        ),
+                    );
                     continue;
                 }
             };
@@ -513,7 +670,9 @@ impl Validator<'_> {
 
     fn limits(&mut self, node: &Node) -> Limits {
         let mut limits = Limits::default();
-        let Some(f) = self.fields(node, "limits", LIMIT_FIELDS) else { return limits };
+        let Some(f) = self.fields(node, "limits", LIMIT_FIELDS) else {
+            return limits;
+        };
         let sizes: [(&str, &mut usize); 4] = [
             ("max_head_bytes", &mut limits.max_head_bytes),
             ("max_headers", &mut limits.max_headers),
@@ -524,7 +683,12 @@ impl Validator<'_> {
             if let Some(n) = f.get(name) {
                 match n.as_str().and_then(parse_size) {
                     Some(v) if v > 0 => *slot = v,
-                    _ => self.error(n.pos, format!("{name} must be a positive whole number (sizes may use KiB or MiB)")),
+                    _ => self.error(
+                        n.pos,
+                        format!(
+                            "{name} must be a positive whole number (sizes may use KiB or MiB)"
+                        ),
+                    ),
                 }
             }
         }
@@ -563,7 +727,10 @@ fn hides(a: &Route, b: &Route) -> bool {
 fn valid_name(name: &str, allow_upper: bool) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (allow_upper && (b == b'_' || b.is_ascii_uppercase()))
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b == b'-'
+                || (allow_upper && (b == b'_' || b.is_ascii_uppercase()))
         })
 }
 
@@ -627,7 +794,11 @@ mod tests {
     const BASE: &str = "upstreams:\n  legacy: http://127.0.0.1:8081\n  catalog: http://127.0.0.1:8082/v1/\nfallback: legacy\n";
 
     fn errors(yaml: &str) -> Vec<Diagnostic> {
-        parse(yaml).unwrap_err().into_iter().filter(|d| d.severity == Severity::Error).collect()
+        parse(yaml)
+            .unwrap_err()
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect()
     }
 
     fn one_error(yaml: &str) -> Diagnostic {
@@ -658,7 +829,10 @@ mod tests {
         assert_eq!(r.matcher.methods, Some(vec![Method::GET, Method::HEAD]));
         assert_eq!(r.matcher.headers[0].0.as_str(), "x-beta");
         assert_eq!(r.share_bp(), 1250);
-        assert_eq!(r.sticky, Some(Sticky::Header(HeaderName::from_static("x-user-id"))));
+        assert_eq!(
+            r.sticky,
+            Some(Sticky::Header(HeaderName::from_static("x-user-id")))
+        );
         assert_eq!(c.upstreams["catalog"].base_path, "/v1");
         assert_eq!(c.adapters["catalog"], AdapterMode::Remote);
         assert_eq!(c.limits.max_headers, 50);
@@ -688,7 +862,9 @@ mod tests {
 
     #[test]
     fn unknown_upstream() {
-        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a}\n    upstream: nope\n"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: nope\n",
+        ));
         assert_eq!((e.line, e.col), (8, 15));
         assert!(e.message.contains("unknown upstream `nope`"));
     }
@@ -710,7 +886,9 @@ mod tests {
 
     #[test]
     fn bad_mode() {
-        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: live\n"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: live\n",
+        ));
         assert_eq!(e.line, 9);
         assert!(e.message.contains("invalid mode"));
     }
@@ -727,13 +905,21 @@ mod tests {
 
     #[test]
     fn canary_needs_percent() {
-        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: canary\n"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: canary\n",
+        ));
         assert!(e.message.contains("percent"));
     }
 
     #[test]
     fn bad_sticky() {
-        for s in ["x-user", "header:", "query:id", "cookie:a b", "header:bad header"] {
+        for s in [
+            "x-user",
+            "header:",
+            "query:id",
+            "cookie:a b",
+            "header:bad header",
+        ] {
             let e = one_error(&with_route(&format!(
                 "  - name: a\n    match: {{prefix: /a}}\n    upstream: catalog\n    mode: canary\n    percent: 5\n    sticky: \"{s}\"\n"
             )));
@@ -770,7 +956,10 @@ mod tests {
         assert!(e.message.contains("no upstream named `inventory`"));
         let e = one_error(&format!("{BASE}adapters:\n  catalog: sometimes\n"));
         assert!(e.message.contains("local or remote"));
-        assert!(parse(&format!("{BASE}adapters:\n  inventory: local\n  catalog: remote\n")).is_ok());
+        assert!(parse(&format!(
+            "{BASE}adapters:\n  inventory: local\n  catalog: remote\n"
+        ))
+        .is_ok());
     }
 
     #[test]
@@ -779,19 +968,29 @@ mod tests {
         assert!(e.message.contains("invalid URL"), "{e:?}");
         let e = one_error(&format!("listen: localhost\n{BASE}"));
         assert!(e.message.contains("invalid listen address"));
-        let e = one_error("upstreams:\n  legacy: {url: 'http://127.0.0.1:1', timeout: 5}\nfallback: legacy\n");
+        let e = one_error(
+            "upstreams:\n  legacy: {url: 'http://127.0.0.1:1', timeout: 5}\nfallback: legacy\n",
+        );
         assert!(e.message.contains("duration"), "{e:?}");
     }
 
     #[test]
     fn bad_route_names_and_paths() {
-        let e = one_error(&with_route("  - name: Catalog_1\n    match: {prefix: /a}\n    upstream: catalog\n"));
+        let e = one_error(&with_route(
+            "  - name: Catalog_1\n    match: {prefix: /a}\n    upstream: catalog\n",
+        ));
         assert!(e.message.contains("invalid route name"));
-        let e = one_error(&with_route("  - name: a\n    match: {prefix: /a/../b}\n    upstream: catalog\n"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a/../b}\n    upstream: catalog\n",
+        ));
         assert!(e.message.contains("not normalized"));
-        let e = one_error(&with_route("  - name: a\n    match: {exact: a}\n    upstream: catalog\n"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {exact: a}\n    upstream: catalog\n",
+        ));
         assert!(e.message.contains("must start with"));
-        let e = one_error(&with_route("  - name: a\n    match: {exact: /a, prefix: /a}\n    upstream: catalog\n"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {exact: /a, prefix: /a}\n    upstream: catalog\n",
+        ));
         assert!(e.message.contains("both"));
     }
 
@@ -803,7 +1002,11 @@ mod tests {
 
     #[test]
     fn limits() {
-        let c = parse(&format!("{BASE}limits:\n  max_head_bytes: 32KiB\n  idle_timeout: 5s\n")).unwrap().config;
+        let c = parse(&format!(
+            "{BASE}limits:\n  max_head_bytes: 32KiB\n  idle_timeout: 5s\n"
+        ))
+        .unwrap()
+        .config;
         assert_eq!(c.limits.max_head_bytes, 32 * 1024);
         let e = one_error(&format!("{BASE}limits:\n  max_headers: -3\n"));
         assert!(e.message.contains("max_headers"));

@@ -187,7 +187,9 @@ impl MarkedEventReceiver for Builder {
                     anchor,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Partial::Seq(pos, anchor, Vec::new())),
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Partial::Seq(pos, anchor, Vec::new()))
+            }
             Event::MappingStart(anchor, _) => {
                 self.stack.push(Partial::Map(pos, anchor, Vec::new(), None))
             }
