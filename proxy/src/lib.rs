@@ -15,6 +15,7 @@
 //! - [`run`], [`cli`], [`explain`], [`logging`]: the command line.
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod admin;
 pub mod canary;
 pub mod cli;

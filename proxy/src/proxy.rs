@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::canary;
-use crate::config::Mode;
+use crate::config::{Limits, Mode};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::normalize::normalize_path;
 use crate::reload::Live;
@@ -78,7 +78,7 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
         resp.headers_mut().insert(&X_REQUEST_ID, request_id);
         return resp;
     }
-    let prepared = match check_request(&req, snap.config.limits.max_uri_bytes) {
+    let prepared = match check_request(&req, &snap.config.limits) {
         Err(rejection) => Err(rejection),
         Ok(()) => normalize_path(req.uri().path())
             .map_err(|e| Rejection::bad_request(format!("bad path: {e}"))),
@@ -270,14 +270,35 @@ impl Rejection {
 }
 
 /// The checks every request passes before its path is even looked at.
-fn check_request(req: &Request<Incoming>, max_uri_bytes: usize) -> Result<(), Rejection> {
+fn check_request(req: &Request<Incoming>, limits: &Limits) -> Result<(), Rejection> {
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if uri_len > max_uri_bytes {
+    if uri_len > limits.max_uri_bytes {
         return Err(Rejection {
             status: StatusCode::URI_TOO_LONG,
-            reason: format!("request target longer than {max_uri_bytes} bytes"),
+            reason: format!("request target longer than {} bytes", limits.max_uri_bytes),
             close: false,
         });
+    }
+    // hyper enforces a looser bound on both (so that the URI is checked first); these are
+    // the configured limits.
+    let too_large = |reason: String| Rejection {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        reason,
+        close: true,
+    };
+    if req.headers().len() > limits.max_headers {
+        return Err(too_large(format!("more than {} request headers", limits.max_headers)));
+    }
+    let head_bytes = req.method().as_str().len()
+        + req.uri().to_string().len()
+        + 12
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_bytes > limits.max_head_bytes {
+        return Err(too_large(format!("request head larger than {} bytes", limits.max_head_bytes)));
     }
     if req.method() == Method::CONNECT {
         return Err(Rejection::bad_request(

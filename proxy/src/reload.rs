@@ -161,10 +161,37 @@ pub async fn reload_async(live: &Arc<Live>, trigger: &'static str) -> Result<Str
         .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]))
 }
 
-/// Watches the config file's directory (not the file's inode, so renames and ConfigMap-style
-/// symlink swaps are seen) and reloads when the content changes. Runs until the returned
-/// watcher is dropped.
-pub fn watch_file(live: Arc<Live>) -> notify::Result<notify::RecommendedWatcher> {
+/// Reloads when the config file's content changes on disk.
+pub fn watch_file(live: Arc<Live>) -> notify::Result<FileWatcher> {
+    let path = live.path.clone();
+    watch_path(&path, move || {
+        let live = live.clone();
+        async move {
+            let l = live.clone();
+            let changed = tokio::task::spawn_blocking(move || l.changed_on_disk())
+                .await
+                .unwrap_or(false);
+            if changed {
+                let _ = reload_async(&live, "file").await;
+            }
+        }
+    })
+}
+
+/// Keeps a directory watch alive; dropping it stops the watch.
+pub struct FileWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Calls `on_event` after any change in the directory holding `path` (debounced), from a
+/// tokio task. The directory is watched, not the file's inode, so a file written in place,
+/// replaced by rename, or swapped through a symlink as a Kubernetes ConfigMap volume does are
+/// all seen. Callers compare the content themselves: events also fire for other files.
+pub fn watch_path<F, Fut>(path: &Path, on_event: F) -> notify::Result<FileWatcher>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
@@ -172,7 +199,7 @@ pub fn watch_file(live: Arc<Live>) -> notify::Result<notify::RecommendedWatcher>
             let _ = tx.try_send(());
         }
     })?;
-    let dir = match live.path.parent() {
+    let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -182,16 +209,47 @@ pub fn watch_file(live: Arc<Live>) -> notify::Result<notify::RecommendedWatcher>
             // Let a burst (truncate + write, or the steps of a symlink swap) settle.
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            let l = live.clone();
-            let changed = tokio::task::spawn_blocking(move || l.changed_on_disk())
-                .await
-                .unwrap_or(false);
-            if changed {
-                let _ = reload_async(&live, "file").await;
-            }
+            on_event().await;
         }
     });
-    Ok(watcher)
+    Ok(FileWatcher { _watcher: watcher })
+}
+
+/// Watches a `routes.yaml` for programs other than the proxy (the monolith's adapters):
+/// calls `on_config` with each new valid version of the file, and logs (and skips) invalid
+/// ones. Only content changes count.
+pub fn watch_config<F>(path: &Path, on_config: F) -> notify::Result<FileWatcher>
+where
+    F: Fn(config::Config) + Send + Sync + 'static,
+{
+    let path_buf = path.to_path_buf();
+    let last = Arc::new(Mutex::new(
+        std::fs::read(path).map(|b| config::version_of(&b)).unwrap_or_default(),
+    ));
+    let on_config = Arc::new(on_config);
+    watch_path(path, move || {
+        let (path, last, on_config) = (path_buf.clone(), last.clone(), on_config.clone());
+        async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                let Ok(bytes) = std::fs::read(&path) else { return };
+                let version = config::version_of(&bytes);
+                if *lock(&last) == version {
+                    return;
+                }
+                *lock(&last) = version;
+                match config::load(&path) {
+                    Ok(checked) => on_config(checked.config),
+                    Err(diags) => {
+                        let file = path.display().to_string();
+                        for d in diags.iter().filter(|d| d.severity == Severity::Error) {
+                            tracing::error!("config rejected, keeping the running one: {}", d.display(&file));
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+    })
 }
 
 /// Reloads on every SIGHUP.

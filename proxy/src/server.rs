@@ -155,8 +155,9 @@ async fn serve_connection<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(limits.max_head_bytes.max(8192))
-        .max_headers(limits.max_headers);
+        // Looser than the limits: the handler enforces them exactly, after the URI check.
+        .max_buf_size((limits.max_head_bytes + limits.max_uri_bytes).max(8192))
+        .max_headers(limits.max_headers.saturating_mul(2).max(100));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -161,6 +161,49 @@ impl Backend {
     }
 }
 
+/// An address whose connects hang (never accepted, never refused): a listener with a backlog of
+/// zero whose accept queue is already full, so the kernel drops new SYNs. Kept while alive.
+#[derive(Debug)]
+pub struct Blackhole {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    _listener: TcpListener,
+    _fillers: Vec<tokio::net::TcpStream>,
+}
+
+impl Blackhole {
+    /// Builds one and checks that a connect to it really hangs (panics if this kernel accepts).
+    pub async fn new() -> Blackhole {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind 127.0.0.1:0");
+        let addr = socket.local_addr().expect("local addr");
+        let listener = socket.listen(0).expect("listen with backlog 0");
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => fillers.push(stream),
+                Ok(Err(e)) => panic!("blackhole connect failed instead of hanging: {e}"),
+                // The queue is full: connects now hang, which is what we want.
+                Err(_) => {
+                    return Blackhole {
+                        url: format!("http://{addr}"),
+                        _listener: listener,
+                        _fillers: fillers,
+                    }
+                }
+            }
+        }
+        panic!("could not fill a listen queue: this kernel keeps accepting connections");
+    }
+}
+
 /// A base URL where nothing listens (a port bound and released), so connecting is refused.
 pub fn refusing_url() -> String {
     format!("http://127.0.0.1:{}", crate::proxy::free_port())
@@ -191,7 +234,13 @@ where
                     let fut = handler(req);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // Generous limits: the tests probe the proxy's limits, not the backend's, and the
+                // proxy adds headers (X-Forwarded-*, x-request-id) of its own.
+                builder.http1().max_headers(1000).max_buf_size(1024 * 1024);
+                builder.http2().max_header_list_size(1024 * 1024);
+                let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });

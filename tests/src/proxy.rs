@@ -40,9 +40,18 @@ pub struct ProxyBuilder {
     yaml: String,
     configmap: bool,
     json_logs: bool,
+    addresses_in_file: bool,
 }
 
 impl ProxyBuilder {
+    /// Writes `listen:` and `admin:` (fresh ports) at the top of the file instead of passing
+    /// `--listen`/`--admin`. Not for use with [`ProxyBuilder::configmap`]; a config rewritten
+    /// later must carry the same addresses itself.
+    pub fn addresses_in_file(mut self) -> Self {
+        self.addresses_in_file = true;
+        self
+    }
+
     /// Lays the config out as a Kubernetes ConfigMap volume does: `routes.yaml -> ..data/routes.yaml`,
     /// `..data -> ..<generation>`.
     pub fn configmap(mut self) -> Self {
@@ -60,11 +69,6 @@ impl ProxyBuilder {
     pub async fn start(self) -> Proxy {
         let mut dir = tempfile::tempdir().expect("create temp dir");
         let config_path = dir.path().join("routes.yaml");
-        if self.configmap {
-            configmap_write(dir.path(), 0, &self.yaml);
-        } else {
-            fs::write(&config_path, &self.yaml).expect("write routes.yaml");
-        }
         let log_path = dir.path().join("strangler.log");
         let mut failures = Vec::new();
         for attempt in 0..START_ATTEMPTS {
@@ -74,15 +78,27 @@ impl ProxyBuilder {
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
                 .parse()
                 .expect("socket address");
+            let yaml = if self.addresses_in_file {
+                format!("listen: {listen}\nadmin: {admin}\n{}", self.yaml)
+            } else {
+                self.yaml.clone()
+            };
+            if self.configmap {
+                if attempt == 0 {
+                    configmap_write(dir.path(), 0, &yaml);
+                }
+            } else {
+                fs::write(&config_path, &yaml).expect("write routes.yaml");
+            }
             let log = File::create(&log_path).expect("create log file");
             let mut cmd = strangler_cmd();
-            cmd.arg("run")
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--listen")
-                .arg(listen.to_string())
-                .arg("--admin")
-                .arg(admin.to_string());
+            cmd.arg("run").arg("--config").arg(&config_path);
+            if !self.addresses_in_file {
+                cmd.arg("--listen")
+                    .arg(listen.to_string())
+                    .arg("--admin")
+                    .arg(admin.to_string());
+            }
             if self.json_logs {
                 cmd.args(["--log-format", "json"]);
             }
@@ -159,6 +175,7 @@ impl Proxy {
             yaml: yaml.to_string(),
             configmap: false,
             json_logs: false,
+            addresses_in_file: false,
         }
     }
 

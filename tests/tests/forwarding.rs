@@ -437,3 +437,48 @@ async fn json_access_log_has_one_line_per_request() {
         .count();
     assert_eq!(lines, 1, "one access line per request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_timeout_gives_504_json() {
+    let legacy = Backend::echo("legacy").await;
+    let hole = strangler_e2e::Blackhole::new().await;
+    let yaml = format!(
+        r#"upstreams:
+  legacy: {legacy}
+  hole: {{url: {hole}, connect_timeout: 300ms}}
+fallback: legacy
+routes:
+  - name: hole
+    match: {{prefix: /hole}}
+    upstream: hole
+    mode: extracted
+"#,
+        legacy = legacy.url,
+        hole = hole.url,
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let resp = http_client()
+        .get(proxy.url("/hole/1"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 504, "a connect timeout is a 504");
+    let json: serde_json::Value = resp.json().await.expect("504 body is JSON");
+    assert!(
+        json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{json}"
+    );
+    assert_eq!(json["route"], "hole", "{json}");
+    assert_eq!(json["upstream"], "hole", "{json}");
+    assert_eq!(proxy.served_by("/other", &[]).await, "legacy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_and_admin_can_come_from_the_file() {
+    let legacy = Backend::echo("legacy").await;
+    let proxy = Proxy::builder(&routes_yaml(&[("legacy", &legacy.url)], ""))
+        .addresses_in_file()
+        .start()
+        .await;
+    assert_eq!(proxy.served_by("/x", &[]).await, "legacy");
+}

@@ -111,7 +111,7 @@ async fn exactly_100_headers_pass_and_101_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_header_and_head_limits_give_431() {
-    let (legacy, proxy) = start("limits:\n  max_headers: 10\n  max_head_bytes: 2048\n").await;
+    let (legacy, proxy) = start("limits:\n  max_headers: 10\n  max_head_bytes: 16384\n").await;
     let resp = raw::exchange(proxy.addr(), &request_with_headers(9))
         .await
         .expect("response");
@@ -123,21 +123,21 @@ async fn configured_header_and_head_limits_give_431() {
 
     let small = format!(
         "GET /x HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\nX-Pad: {}\r\n\r\n",
-        "p".repeat(1500)
+        "p".repeat(12_000)
     );
     let resp = raw::exchange(proxy.addr(), small.as_bytes())
         .await
         .expect("response");
-    assert_eq!(resp.status, 200, "a 1.6 KB head with max_head_bytes 2048");
+    assert_eq!(resp.status, 200, "a 12 KB head with max_head_bytes 16384");
     let big = format!(
         "GET /x HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\nX-Pad: {}\r\n\r\n",
-        "p".repeat(3000)
+        "p".repeat(20_000)
     );
     let before = legacy.hits();
     let resp = raw::exchange(proxy.addr(), big.as_bytes())
         .await
         .expect("response");
-    assert_eq!(resp.status, 431, "a 3 KB head with max_head_bytes 2048");
+    assert_eq!(resp.status, 431, "a 20 KB head with max_head_bytes 16384");
     assert_eq!(legacy.hits(), before);
 }
 
@@ -192,4 +192,25 @@ async fn default_uri_limit_is_8_kib() {
         .expect("response");
     assert_eq!(resp.status, 414, "a 9 KiB URI is over the default 8 KiB");
     assert_eq!(legacy.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let (_legacy, proxy) = start("limits:\n  idle_timeout: 1s\n").await;
+    let mut conn = raw::Conn::connect(proxy.addr()).await.expect("connect");
+    conn.send(b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .expect("send");
+    let resp = conn.read_response().await.expect("response");
+    assert_eq!(resp.status, 200);
+    // Keep-alive: a second request on the same connection works.
+    conn.send(b"GET /y HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .expect("send");
+    assert_eq!(conn.read_response().await.expect("response").status, 200);
+    assert_eq!(
+        conn.read_state(Duration::from_secs(8)).await,
+        ReadState::Closed,
+        "an idle keep-alive connection must be closed after idle_timeout (1s)"
+    );
 }

@@ -232,3 +232,40 @@ async fn absolute_form_is_routed_by_its_path_only() {
         "the proxy reached a host routes.yaml does not name"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_input_never_crashes_the_proxy() {
+    let s = setup().await;
+    let inputs: Vec<Vec<u8>> = vec![
+        b"\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n"
+            .to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n: empty-name\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: \x00\x01\x02\r\n\r\n".to_vec(),
+        b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET http:// HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET http://a.example HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET ?q HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /%%%% HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec(),
+        (0u8..=255).collect(),
+        vec![b'A'; 100_000],
+    ];
+    for input in &inputs {
+        if let Ok(mut conn) = raw::Conn::connect(s.proxy.addr()).await {
+            let _ = conn.send(input).await;
+            let _ = conn.read_state(Duration::from_millis(300)).await;
+        }
+    }
+    // Still alive and serving.
+    assert_eq!(s.proxy.served_by("/admin/after", &[]).await, "admin");
+    assert_eq!(s.proxy.served_by("/after", &[]).await, "legacy");
+}

@@ -334,3 +334,34 @@ async fn fifty_reloads_under_load_fail_no_request() {
     );
     assert!(a.hits() > 0 && b.hits() > 0, "both configs served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
+    let legacy = Backend::echo("legacy").await;
+    let a = Backend::slow("a", Duration::from_secs(1)).await;
+    let b = Backend::echo("b").await;
+    let to_a = config(&legacy, &a, &b, "a");
+    let to_b = config(&legacy, &a, &b, "b");
+    let proxy = Proxy::start(&to_a).await;
+    let url = proxy.url("/svc/in-flight");
+    let in_flight = tokio::spawn(async move {
+        let resp = http_client().get(&url).send().await?;
+        let status = resp.status().as_u16();
+        let json: serde_json::Value = resp.json().await?;
+        Ok::<_, reqwest::Error>((status, json))
+    });
+    eventually(RELOAD_WITHIN, "the slow request reaches a", async || {
+        a.hits() >= 1
+    })
+    .await;
+    proxy.replace_config_by_rename(&to_b);
+    let (status, body) = proxy.post_reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(proxy.served_by("/svc/new", &[]).await, "b");
+    let (status, json) = in_flight
+        .await
+        .expect("client task")
+        .expect("the in-flight request completes across the reload");
+    assert_eq!(status, 200);
+    assert_eq!(json["backend"], "a");
+}

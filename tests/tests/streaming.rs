@@ -67,6 +67,7 @@ async fn large_download_and_upload_stream_through_with_bounded_memory() {
     assert_eq!(json["bytes"], 50 * MIB, "upload byte count: {json}");
 
     let peak = proxy.peak_rss_kib();
+    eprintln!("proxy peak RSS after streaming: {peak} KiB");
     assert!(
         peak < RSS_LIMIT_KIB,
         "proxy peak RSS {peak} KiB after streaming 200 MiB down and 50 MiB up (limit {RSS_LIMIT_KIB} KiB)"

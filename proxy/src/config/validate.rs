@@ -692,11 +692,6 @@ impl Validator<'_> {
                 }
             }
         }
-        if limits.max_head_bytes < 8192 {
-            if let Some(n) = f.get("max_head_bytes") {
-                self.error(n.pos, "max_head_bytes must be at least 8192");
-            }
-        }
         for (name, slot) in [
             ("header_read_timeout", &mut limits.header_read_timeout),
             ("idle_timeout", &mut limits.idle_timeout),
