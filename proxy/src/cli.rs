@@ -45,6 +45,32 @@ enum Command {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Set a route's mode (and canary percent) in the config file, keeping its comments
+    /// and layout. A running proxy picks the change up.
+    SetMode {
+        /// The migration plan.
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The route's name.
+        route: String,
+        /// legacy, shadow, canary or extracted.
+        #[arg(value_parser = parse_mode)]
+        mode: config::Mode,
+        /// The canary's share, 0-100.
+        #[arg(long)]
+        percent: Option<f64>,
+    },
+    /// Set an adapter to local or remote in the config file, keeping its comments and layout.
+    SetAdapter {
+        /// The migration plan.
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The capability (catalog, inventory...).
+        name: String,
+        /// local or remote.
+        #[arg(value_parser = parse_adapter)]
+        to: config::AdapterMode,
+    },
     /// Show which route, mode and upstream would serve a request.
     Explain {
         /// The migration plan.
@@ -102,6 +128,17 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
+        Command::SetMode {
+            config,
+            route,
+            mode,
+            percent,
+        } => edit(&config, |text| {
+            config::edit::set_route_mode(text, &route, mode, percent)
+        }),
+        Command::SetAdapter { config, name, to } => {
+            edit(&config, |text| config::edit::set_adapter(text, &name, to))
+        }
         Command::Explain {
             config,
             json,
@@ -175,6 +212,91 @@ fn explain(
             eprintln!("strangler: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Applies an edit to the file: the result is validated whole and written atomically
+/// (temporary file, then rename), or nothing is written.
+fn edit(path: &std::path::Path, change: impl FnOnce(&str) -> Result<String, String>) -> ExitCode {
+    let display = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{display}: cannot read file: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let new = match change(&text) {
+        Ok(new) => new,
+        Err(msg) => {
+            eprintln!("{display}: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(diags) = config::parse(&new) {
+        eprintln!("{display}: not changed: the edit would make the file invalid:");
+        for d in diags
+            .iter()
+            .filter(|d| d.severity == config::Severity::Error)
+        {
+            eprintln!("{}", d.display(&display));
+        }
+        return ExitCode::FAILURE;
+    }
+    if new == text {
+        println!("{display}: unchanged");
+        return ExitCode::SUCCESS;
+    }
+    match write_atomically(path, new.as_bytes()) {
+        Ok(()) => {
+            println!(
+                "{display}: updated, version {}",
+                &config::version_of(new.as_bytes())[..12]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{display}: cannot write: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes through a temporary file in the same directory and a rename, so a watcher never
+/// reads half a file. A symlinked config is written at its target.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let target = std::fs::canonicalize(path)?;
+    let dir = target.parent().unwrap_or(std::path::Path::new("."));
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("routes.yaml");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(&target) {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        std::fs::rename(&tmp, &target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn parse_mode(s: &str) -> Result<config::Mode, String> {
+    config::Mode::parse(s).ok_or_else(|| "expected legacy, shadow, canary or extracted".to_string())
+}
+
+fn parse_adapter(s: &str) -> Result<config::AdapterMode, String> {
+    match s {
+        "local" => Ok(config::AdapterMode::Local),
+        "remote" => Ok(config::AdapterMode::Remote),
+        _ => Err("expected local or remote".into()),
     }
 }
 

@@ -287,7 +287,10 @@ fn check_request(req: &Request<Incoming>, limits: &Limits) -> Result<(), Rejecti
         close: true,
     };
     if req.headers().len() > limits.max_headers {
-        return Err(too_large(format!("more than {} request headers", limits.max_headers)));
+        return Err(too_large(format!(
+            "more than {} request headers",
+            limits.max_headers
+        )));
     }
     let head_bytes = req.method().as_str().len()
         + req.uri().to_string().len()
@@ -298,7 +301,10 @@ fn check_request(req: &Request<Incoming>, limits: &Limits) -> Result<(), Rejecti
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head_bytes > limits.max_head_bytes {
-        return Err(too_large(format!("request head larger than {} bytes", limits.max_head_bytes)));
+        return Err(too_large(format!(
+            "request head larger than {} bytes",
+            limits.max_head_bytes
+        )));
     }
     if req.method() == Method::CONNECT {
         return Err(Rejection::bad_request(

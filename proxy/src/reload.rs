@@ -224,14 +224,18 @@ where
 {
     let path_buf = path.to_path_buf();
     let last = Arc::new(Mutex::new(
-        std::fs::read(path).map(|b| config::version_of(&b)).unwrap_or_default(),
+        std::fs::read(path)
+            .map(|b| config::version_of(&b))
+            .unwrap_or_default(),
     ));
     let on_config = Arc::new(on_config);
     watch_path(path, move || {
         let (path, last, on_config) = (path_buf.clone(), last.clone(), on_config.clone());
         async move {
             let _ = tokio::task::spawn_blocking(move || {
-                let Ok(bytes) = std::fs::read(&path) else { return };
+                let Ok(bytes) = std::fs::read(&path) else {
+                    return;
+                };
                 let version = config::version_of(&bytes);
                 if *lock(&last) == version {
                     return;
@@ -242,7 +246,10 @@ where
                     Err(diags) => {
                         let file = path.display().to_string();
                         for d in diags.iter().filter(|d| d.severity == Severity::Error) {
-                            tracing::error!("config rejected, keeping the running one: {}", d.display(&file));
+                            tracing::error!(
+                                "config rejected, keeping the running one: {}",
+                                d.display(&file)
+                            );
                         }
                     }
                 }

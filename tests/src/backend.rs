@@ -204,6 +204,29 @@ impl Blackhole {
     }
 }
 
+/// A server that accepts connections, reads the request head, and closes without answering.
+/// Returns its base URL and the accept loop (abort it, or let the runtime end it).
+pub async fn hang_up_url() -> (String, JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                drop(stream);
+            });
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
 /// A base URL where nothing listens (a port bound and released), so connecting is refused.
 pub fn refusing_url() -> String {
     format!("http://127.0.0.1:{}", crate::proxy::free_port())

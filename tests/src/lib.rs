@@ -22,7 +22,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod wait;
 
-pub use backend::{refusing_url, Backend, Blackhole};
+pub use backend::{hang_up_url, refusing_url, Backend, Blackhole};
 pub use binary::{strangler_bin, strangler_cmd, CliOutput};
 pub use client::{http_client, raw, RawResponse};
 pub use metrics::Metrics;

@@ -189,6 +189,41 @@ async fn cookie_stickiness_keeps_each_key_on_one_side() {
     let first = upstream_sides(&proxy, &keys, "uid", true).await;
     let second = upstream_sides(&proxy, &keys, "uid", true).await;
     assert_eq!(first, second, "a cookie key changed side");
+    // explain reads the same cookie and agrees.
+    let config = proxy
+        .config_path()
+        .to_str()
+        .expect("utf-8 path")
+        .to_string();
+    for (key, served_by_upstream) in keys.iter().zip(&first).take(8) {
+        let header = format!("Cookie: theme=dark; uid={key}; lang=en");
+        let out = CliOutput::run(
+            &[
+                "explain",
+                "--config",
+                &config,
+                "--json",
+                "GET",
+                "/api/products/1",
+                "-H",
+                &header,
+            ],
+            proxy.dir(),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.code, Some(0), "explain failed: {out:?}");
+        let json: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("explain --json is not JSON ({e}): {}", out.stdout));
+        let want = if *served_by_upstream {
+            "upstream"
+        } else {
+            "fallback"
+        };
+        assert_eq!(
+            json["side"], want,
+            "explain disagrees with the proxy for cookie key {key}: {json}"
+        );
+    }
     let s = share(&first);
     assert!(
         (0.23..=0.37).contains(&s),

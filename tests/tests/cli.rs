@@ -394,3 +394,45 @@ fn explain_text_names_path_route_mode_and_upstream() {
         out.stdout
     );
 }
+
+#[test]
+fn check_validates_adapters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = r#"listen: 127.0.0.1:18080
+admin: 127.0.0.1:19901
+upstreams:
+  legacy: http://127.0.0.1:18081
+  catalog: http://127.0.0.1:18082
+fallback: legacy
+routes: []
+adapters:
+  catalog: remote
+  billing: remote
+  search: sometimes
+"#;
+    std::fs::write(dir.path().join("adapters.yaml"), yaml).expect("write");
+    let out = run(&["check", "--config", "adapters.yaml"], dir.path());
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let found = diagnostics(&out.stderr, "adapters.yaml");
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 10 && m.contains("billing")),
+        "remote adapter without an upstream of that name; stderr:\n{}",
+        out.stderr
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 11 && m.contains("sometimes")),
+        "adapter value other than local/remote; stderr:\n{}",
+        out.stderr
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|(l, _, m)| *l == 9 && !m.starts_with("warning:")),
+        "catalog: remote is valid; stderr:\n{}",
+        out.stderr
+    );
+}

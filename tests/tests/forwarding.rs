@@ -482,3 +482,40 @@ async fn listen_and_admin_can_come_from_the_file() {
         .await;
     assert_eq!(proxy.served_by("/x", &[]).await, "legacy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_hangs_up_gives_502_json() {
+    let legacy = Backend::echo("legacy").await;
+    let (hang_up, _task) = strangler_e2e::hang_up_url().await;
+    let yaml = routes_yaml(
+        &[("legacy", &legacy.url), ("flaky", &hang_up)],
+        "routes:\n  - name: flaky\n    match: {prefix: /flaky}\n    upstream: flaky\n    mode: extracted\n",
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let resp = http_client()
+        .get(proxy.url("/flaky/1"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        resp.status(),
+        502,
+        "a connection closed without an answer is a 502"
+    );
+    let json: serde_json::Value = resp.json().await.expect("502 body is JSON");
+    assert_eq!(json["route"], "flaky", "{json}");
+    assert_eq!(json["upstream"], "flaky", "{json}");
+    strangler_e2e::eventually(
+        Duration::from_secs(10),
+        "an upstream error is counted",
+        async || {
+            proxy
+                .metrics()
+                .await
+                .sum("strangler_upstream_errors_total", &[("upstream", "flaky")])
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(proxy.served_by("/other", &[]).await, "legacy");
+}

@@ -117,6 +117,28 @@ async fn reloads_on_sighup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_even_an_unchanged_file() {
+    // With the file untouched no watcher fires, so only SIGHUP itself can cause this reload,
+    // which `strangler_config_reloads_total{result="ok"}` counts.
+    let s = setup(false).await;
+    let ok = async || {
+        s.proxy
+            .metrics()
+            .await
+            .sum("strangler_config_reloads_total", &[("result", "ok")])
+    };
+    let before = ok().await;
+    s.proxy.reload_signal();
+    eventually(
+        RELOAD_WITHIN,
+        "SIGHUP counts as a successful reload",
+        async || ok().await > before,
+    )
+    .await;
+    assert_eq!(s.proxy.served_by("/svc/1", &[]).await, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_on_post_reload_and_answers_the_version() {
     let s = setup(false).await;
     s.proxy.replace_config_by_rename(&s.to_b);

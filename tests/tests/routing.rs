@@ -68,6 +68,114 @@ async fn shadow_mode_answers_from_the_fallback_and_copies_to_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_and_sticky_are_ignored_outside_canary_mode() {
+    let extra = "    percent: 30\n    sticky: header:x-user-id\n";
+    let (legacy, _svc, proxy) = one_route("extracted", extra).await;
+    for i in 0..40 {
+        let key = format!("user-{i}");
+        assert_eq!(proxy.served_by("/svc", &[("x-user-id", &key)]).await, "svc");
+    }
+    assert_eq!(legacy.hits(), 0);
+    drop(proxy);
+    let (_legacy, svc, proxy) = one_route("legacy", extra).await;
+    for i in 0..40 {
+        let key = format!("user-{i}");
+        assert_eq!(
+            proxy.served_by("/svc", &[("x-user-id", &key)]).await,
+            "legacy"
+        );
+    }
+    assert_eq!(svc.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_copies_only_safe_methods_and_never_delay_the_client() {
+    let (_legacy, svc, proxy) = one_route("shadow", "").await;
+    let client = http_client();
+    for i in 0..3 {
+        let resp = client
+            .post(proxy.url(&format!("/svc/post/{i}")))
+            .body("payload")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(resp.status(), 200);
+    }
+    for i in 0..3 {
+        assert_eq!(
+            proxy.served_by(&format!("/svc/get/{i}"), &[]).await,
+            "legacy"
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the GET copies are compared",
+        async || {
+            let Ok(resp) = client.get(proxy.admin_url("/shadow")).send().await else {
+                return false;
+            };
+            let json: serde_json::Value = resp.json().await.unwrap_or_default();
+            json["routes"]["svc"]["compared"].as_u64().unwrap_or(0) >= 3
+        },
+    )
+    .await;
+    assert_eq!(svc.hits(), 3, "only the GETs were copied, not the POSTs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_failures_count_as_errors_and_never_reach_the_client() {
+    let legacy = Backend::echo("legacy").await;
+    let slow = Backend::slow("slow", Duration::from_secs(20)).await;
+    let yaml = routes_yaml(
+        &[
+            ("legacy", &legacy.url),
+            ("dead", &strangler_e2e::refusing_url()),
+            ("slow", &slow.url),
+        ],
+        r#"routes:
+  - name: to-dead
+    match: {prefix: /dead}
+    upstream: dead
+    mode: shadow
+  - name: to-slow
+    match: {prefix: /slow}
+    upstream: slow
+    mode: shadow
+"#,
+    );
+    let proxy = Proxy::start(&yaml).await;
+    // The copy's upstream is refused, or takes 20 s: the client still gets the fallback's
+    // answer, well within its own 10 s limit.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    for path in ["/dead/1", "/dead/2", "/slow/1"] {
+        let resp = client
+            .get(proxy.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} waited for the shadow copy: {e}"));
+        assert_eq!(resp.status(), 200, "GET {path}");
+        let json: serde_json::Value = resp.json().await.expect("echo JSON");
+        assert_eq!(json["backend"], "legacy", "GET {path}");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "failed copies counted in errors",
+        async || {
+            let Ok(resp) = client.get(proxy.admin_url("/shadow")).send().await else {
+                return false;
+            };
+            let json: serde_json::Value = resp.json().await.unwrap_or_default();
+            json["routes"]["to-dead"]["errors"].as_u64().unwrap_or(0) >= 2
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_zero_percent_is_all_fallback() {
     let (_legacy, svc, proxy) =
         one_route("canary", "    percent: 0\n    sticky: header:x-user-id\n").await;

@@ -6,6 +6,7 @@
 
 mod diagnostics;
 mod duration;
+pub mod edit;
 mod types;
 mod validate;
 pub mod yaml;
