@@ -71,6 +71,12 @@ enum Command {
         #[arg(value_parser = parse_adapter)]
         to: config::AdapterMode,
     },
+    /// Print each route's mode, share and request counts from a running proxy.
+    Status {
+        /// The admin API's address.
+        #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
+        admin: String,
+    },
     /// Show which route, mode and upstream would serve a request.
     Explain {
         /// The migration plan.
@@ -128,6 +134,28 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Status { admin } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("strangler: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::status::status(&admin)) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strangler: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::SetMode {
             config,
             route,

@@ -12,7 +12,7 @@
 //! - [`upstream`]: pooled upstream clients and failure classification (502 vs 504).
 //! - [`server`]: the accept loop, connection limits and timeouts, graceful shutdown.
 //! - [`admin`]: the admin API; [`metrics`]: Prometheus metrics.
-//! - [`run`], [`cli`], [`explain`], [`logging`]: the command line.
+//! - [`run`], [`cli`], [`explain`], [`status`], [`logging`]: the command line.
 #![warn(missing_docs)]
 
 pub mod adapter;
@@ -31,4 +31,5 @@ pub mod reload;
 pub mod run;
 pub mod server;
 pub mod snapshot;
+pub mod status;
 pub mod upstream;

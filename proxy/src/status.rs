@@ -1,0 +1,202 @@
+//! `strangler status`: each route, its mode, its share and its request counts, read from a
+//! running proxy's admin API.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Counts of one route's requests, from `strangler_requests_total`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counts {
+    /// Requests served by the route's own upstream.
+    pub to_upstream: u64,
+    /// Requests served by the fallback.
+    pub to_fallback: u64,
+    /// Responses with a 5xx status.
+    pub errors: u64,
+}
+
+/// Fetches `/routes` and `/metrics` from the admin API at `admin` and renders the table.
+pub async fn status(admin: &str) -> anyhow::Result<String> {
+    let routes: serde_json::Value = serde_json::from_slice(&get(admin, "/routes").await?)
+        .context("the admin API's /routes is not JSON")?;
+    let metrics = String::from_utf8_lossy(&get(admin, "/metrics").await?).into_owned();
+    Ok(render(&routes, &metrics))
+}
+
+async fn get(admin: &str, path: &str) -> anyhow::Result<Bytes> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{admin}{path}")
+        .parse()
+        .context("admin address")?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri))
+        .await
+        .with_context(|| format!("no answer from the admin API at {admin} within 5s"))?
+        .with_context(|| format!("cannot reach the admin API at {admin}: is strangler running?"))?;
+    if !resp.status().is_success() {
+        bail!("GET {path} answered {}", resp.status());
+    }
+    Ok(resp.into_body().collect().await?.to_bytes())
+}
+
+/// Sums `strangler_requests_total` per route.
+pub fn request_counts(metrics: &str, routes: &serde_json::Value) -> BTreeMap<String, Counts> {
+    let fallback = routes["fallback"].as_str().unwrap_or_default();
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("strangler_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let value: u64 = value.trim().parse::<f64>().map_or(0, |v| v as u64);
+        let label = |name: &str| {
+            labels.split("\",").find_map(|kv| {
+                let (k, v) = kv.split_once("=\"")?;
+                (k == name).then(|| v.trim_end_matches('"').to_string())
+            })
+        };
+        let (Some(route), Some(upstream)) = (label("route"), label("upstream")) else {
+            continue;
+        };
+        let counts = out.entry(route.clone()).or_default();
+        // A request no route covers, or one a route sent to the fallback.
+        if upstream == fallback && route_upstream(routes, &route).as_deref() != Some(fallback) {
+            counts.to_fallback += value;
+        } else {
+            counts.to_upstream += value;
+        }
+        if label("status").as_deref() == Some("5xx") {
+            counts.errors += value;
+        }
+    }
+    out
+}
+
+fn route_upstream(routes: &serde_json::Value, name: &str) -> Option<String> {
+    routes["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["upstream"].as_str().map(String::from))
+}
+
+/// The status table.
+pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
+    let counts = request_counts(metrics, routes);
+    let mut rows = vec![[
+        "ROUTE".to_string(),
+        "MODE".into(),
+        "SHARE".into(),
+        "UPSTREAM".into(),
+        "TO UPSTREAM".into(),
+        "TO FALLBACK".into(),
+        "5XX".into(),
+    ]];
+    for r in routes["routes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let name = r["name"].as_str().unwrap_or_default();
+        let mode = r["mode"].as_str().unwrap_or_default();
+        let share = match mode {
+            "canary" => format!("{}%", r["percent"]),
+            "extracted" => "100%".into(),
+            _ => "0%".into(),
+        };
+        let c = counts.get(name).cloned().unwrap_or_default();
+        rows.push([
+            name.into(),
+            mode.into(),
+            share,
+            r["upstream"].as_str().unwrap_or_default().into(),
+            c.to_upstream.to_string(),
+            c.to_fallback.to_string(),
+            c.errors.to_string(),
+        ]);
+    }
+    let c = counts
+        .get(crate::metrics::FALLBACK_ROUTE)
+        .cloned()
+        .unwrap_or_default();
+    rows.push([
+        "(no route)".into(),
+        "-".into(),
+        "-".into(),
+        routes["fallback"].as_str().unwrap_or_default().into(),
+        "-".into(),
+        c.to_fallback.to_string(),
+        c.errors.to_string(),
+    ]);
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let version = routes["version"].as_str().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\nconfig {} loaded {} from {}",
+        version.get(..12).unwrap_or(version),
+        routes["loaded_at"].as_str().unwrap_or("?"),
+        routes["source"].as_str().unwrap_or("?")
+    );
+    match &routes["last_error"] {
+        serde_json::Value::Null => {}
+        e => {
+            let _ = writeln!(
+                out,
+                "last reload FAILED at {} (the config above is still serving):\n{}",
+                e["at"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_split_by_side() {
+        let routes = serde_json::json!({
+            "fallback": "legacy",
+            "routes": [{"name": "catalog", "upstream": "catalog", "mode": "canary", "percent": 10}],
+        });
+        let metrics = "\
+strangler_requests_total{route=\"catalog\",upstream=\"catalog\",method=\"GET\",status=\"2xx\"} 7
+strangler_requests_total{route=\"catalog\",upstream=\"legacy\",method=\"GET\",status=\"2xx\"} 90
+strangler_requests_total{route=\"catalog\",upstream=\"catalog\",method=\"GET\",status=\"5xx\"} 3
+strangler_requests_total{route=\"_fallback\",upstream=\"legacy\",method=\"GET\",status=\"2xx\"} 5
+";
+        let c = request_counts(metrics, &routes);
+        assert_eq!(
+            c["catalog"],
+            Counts {
+                to_upstream: 10,
+                to_fallback: 90,
+                errors: 3
+            }
+        );
+        assert_eq!(c["_fallback"].to_fallback, 5);
+        let table = render(&routes, metrics);
+        assert!(table.contains("catalog"));
+        assert!(table.contains("10%"));
+    }
+}
