@@ -31,6 +31,9 @@ impl Handler for Admin {
             (&Method::GET | &Method::HEAD, "/routes") => {
                 json_response(StatusCode::OK, &routes_json(live))
             }
+            (&Method::GET | &Method::HEAD, "/shadow") => {
+                json_response(StatusCode::OK, &live.shadow().report())
+            }
             (&Method::POST, "/reload") => match reload::reload_async(live, "admin").await {
                 Ok(version) => json_response(StatusCode::OK, &json!({ "version": version })),
                 Err(errors) => json_response(
@@ -46,7 +49,7 @@ impl Handler for Admin {
                 );
                 resp
             }
-            (_, "/healthz" | "/routes" | "/reload" | "/metrics") => {
+            (_, "/healthz" | "/routes" | "/reload" | "/metrics" | "/shadow") => {
                 let mut resp = json_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &json!({"error": "method not allowed"}),

@@ -77,6 +77,52 @@ enum Command {
         #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
         admin: String,
     },
+    /// Print a running proxy's shadow comparison report.
+    ShadowReport {
+        /// The admin API's address.
+        #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
+        admin: String,
+        /// Print the JSON of `GET /shadow` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a recorded request file against a legacy and a candidate base URL, compare
+    /// the answers, and exit 1 when the match rate is under --min-match.
+    Compare {
+        /// The recorded requests, one JSON object a line (see the README).
+        #[arg(long)]
+        requests: PathBuf,
+        /// Base URL of the legacy side, e.g. http://127.0.0.1:8081.
+        #[arg(long)]
+        legacy: String,
+        /// Base URL of the candidate, e.g. http://127.0.0.1:8082.
+        #[arg(long)]
+        candidate: String,
+        /// Minimum match rate in percent (candidate errors count as mismatches).
+        #[arg(long, default_value_t = 100.0)]
+        min_match: f64,
+        /// A JSON path never compared, like /items/*/updated_at; repeatable.
+        #[arg(long = "ignore")]
+        ignore: Vec<String>,
+        /// A response header never compared; repeatable.
+        #[arg(long = "ignore-header")]
+        ignore_headers: Vec<String>,
+        /// Response headers compared (default: content-type); repeatable.
+        #[arg(long = "compare-header")]
+        compare_headers: Vec<String>,
+        /// Ask legacy twice and set aside the fields that differ between its two answers.
+        #[arg(long)]
+        noise: bool,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Timeout for each answer.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which route, mode and upstream would serve a request.
     Explain {
         /// The migration plan.
@@ -134,6 +180,96 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
+        Command::ShadowReport { admin, json } => {
+            match block_on(crate::status::shadow_report(&admin)) {
+                Ok(Ok(doc)) if json => {
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(Ok(doc)) => {
+                    print!("{}", crate::shadow::report::render_table(&doc));
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => {
+                    eprintln!("strangler: {e:#}");
+                    ExitCode::FAILURE
+                }
+                Err(code) => code,
+            }
+        }
+        Command::Compare {
+            requests,
+            legacy,
+            candidate,
+            min_match,
+            ignore,
+            ignore_headers,
+            compare_headers,
+            noise,
+            concurrency,
+            timeout,
+            json,
+        } => {
+            let headers = if compare_headers.is_empty() {
+                vec!["content-type".to_string()]
+            } else {
+                compare_headers
+            };
+            let rules = match (
+                crate::shadow::replay::header_names(&headers),
+                crate::shadow::replay::header_names(&ignore_headers),
+            ) {
+                (Ok(headers), Ok(ignore_headers)) => crate::shadow::compare::Rules {
+                    headers,
+                    ignore_headers,
+                    ignore_paths: ignore,
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("strangler: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = crate::shadow::replay::ReplayOptions {
+                requests,
+                legacy,
+                candidate,
+                min_match,
+                concurrency,
+                timeout,
+                rules,
+                noise,
+                max_body_bytes: 16 * 1024 * 1024,
+                keep_mismatches: 20,
+            };
+            match block_on(crate::shadow::replay::replay(&opts)) {
+                Ok(Ok(result)) => {
+                    if json {
+                        let mut doc = result.report.clone();
+                        doc["match_percent"] = serde_json::json!(result.match_percent);
+                        doc["min_match"] = serde_json::json!(min_match);
+                        doc["passed"] = serde_json::json!(result.passed);
+                        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    } else {
+                        print!("{}", crate::shadow::report::render_table(&result.report));
+                        let rate = result
+                            .match_percent
+                            .map_or("n/a".to_string(), |m| format!("{m:.2}%"));
+                        let verdict = if result.passed { "PASS" } else { "FAIL" };
+                        println!("\nmatch rate {rate}, minimum {min_match:.2}%: {verdict}");
+                    }
+                    if result.passed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Ok(Err(e)) => {
+                    eprintln!("strangler: {e}");
+                    ExitCode::from(2)
+                }
+                Err(code) => code,
+            }
+        }
         Command::Status { admin } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -325,6 +461,20 @@ fn parse_adapter(s: &str) -> Result<config::AdapterMode, String> {
         "local" => Ok(config::AdapterMode::Local),
         "remote" => Ok(config::AdapterMode::Remote),
         _ => Err("expected local or remote".into()),
+    }
+}
+
+/// Runs a future on a small runtime, for the one-shot commands.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Ok(rt.block_on(f)),
+        Err(e) => {
+            eprintln!("strangler: cannot start the runtime: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`proxy`]: the per-request forwarding path; [`headers`]: hop-by-hop and X-Forwarded-*.
 //! - [`upstream`]: pooled upstream clients and failure classification (502 vs 504).
 //! - [`server`]: the accept loop, connection limits and timeouts, graceful shutdown.
+//! - [`shadow`]: shadow copies, the comparer (`shadow::compare`) and its reports.
 //! - [`admin`]: the admin API; [`metrics`]: Prometheus metrics.
 //! - [`run`], [`cli`], [`explain`], [`status`], [`logging`]: the command line.
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ pub mod proxy;
 pub mod reload;
 pub mod run;
 pub mod server;
+pub mod shadow;
 pub mod snapshot;
 pub mod status;
 pub mod upstream;

@@ -56,6 +56,18 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: Name,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLatencyLabels {
+    route: Name,
+    side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -67,6 +79,8 @@ pub struct Metrics {
     durations: Family<DurationLabels, Histogram>,
     upstream_errors: Family<ErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    shadow: Family<ShadowLabels, Counter>,
+    shadow_latency: Family<ShadowLatencyLabels, Histogram>,
 }
 
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -109,6 +123,20 @@ impl Metrics {
             "Config reloads, by result (ok, error)",
             reloads.clone(),
         );
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        let shadow_latency = Family::<ShadowLatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        registry.register(
+            "shadow",
+            "Shadow copies by route and outcome (copied, matched, mismatched, error, skipped, dropped)",
+            shadow.clone(),
+        );
+        registry.register(
+            "shadow_latency_seconds",
+            "Time to response headers of compared shadow requests, by side (fallback, candidate)",
+            shadow_latency.clone(),
+        );
         // Both results exist from the start, so a rate() over them works before the first error.
         for result in ["ok", "error"] {
             reloads.get_or_create(&ReloadLabels { result }).inc_by(0);
@@ -119,6 +147,30 @@ impl Metrics {
             durations,
             upstream_errors,
             reloads,
+            shadow,
+            shadow_latency,
+        }
+    }
+
+    /// Counts a shadow outcome.
+    pub fn shadow(&self, route: &Name, outcome: &'static str) {
+        self.shadow
+            .get_or_create(&ShadowLabels {
+                route: route.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records both sides' latency of a compared shadow request.
+    pub fn shadow_latency(&self, route: &Name, fallback: Duration, candidate: Duration) {
+        for (side, d) in [("fallback", fallback), ("candidate", candidate)] {
+            self.shadow_latency
+                .get_or_create(&ShadowLatencyLabels {
+                    route: route.clone(),
+                    side,
+                })
+                .observe(d.as_secs_f64());
         }
     }
 

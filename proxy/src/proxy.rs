@@ -17,6 +17,8 @@ use crate::config::{Limits, Mode};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::normalize::normalize_path;
 use crate::reload::Live;
+use crate::shadow::tee::TeeBody;
+use crate::shadow::Primary;
 use crate::snapshot::{Snapshot, Target};
 use crate::upstream::{Body, FailureKind};
 
@@ -123,13 +125,60 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     };
 
     let upstream_label = target.name.clone();
-    let mut resp = match forward(req, &target, &path, peer, &request_id).await {
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let mut prepared = prepare(req, &target, &path_and_query, peer, &request_id);
+    let mut job = match (decision.route, &prepared) {
+        (Some(i), Ok(p)) if snap.config.routes[i].mode == Mode::Shadow => live.shadow().plan(
+            &snap.config.routes[i],
+            &route_label,
+            &snap.config.shadow,
+            &snap.routes[i].upstream,
+            &snap.fallback,
+            &method,
+            &path_and_query,
+            p.req.headers(),
+            &request_id,
+        ),
+        _ => None,
+    };
+    if let (Some(job), Ok(p)) = (&mut job, &mut prepared) {
+        let body = std::mem::replace(p.req.body_mut(), full(Bytes::new()));
+        let (tee, rx) = TeeBody::new(body, job.max_body_bytes());
+        *p.req.body_mut() = tee.boxed();
+        job.request_body = Some(rx);
+    }
+    let sent = Instant::now();
+    let result = match prepared {
+        Ok(p) => send(p, &target).await,
+        Err(kind) => Err(kind),
+    };
+    let upstream_latency = sent.elapsed();
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(kind) => {
             live.metrics().upstream_error(&upstream_label, kind);
             upstream_failure(kind, route_name, &target.upstream.name)
         }
     };
+    if let Some(job) = job {
+        let mut primary = Primary {
+            status: None,
+            headers: resp.headers().clone(),
+            latency: upstream_latency,
+            body: None,
+        };
+        if result_ok(&resp) {
+            primary.status = Some(resp.status());
+            let body = std::mem::replace(resp.body_mut(), full(Bytes::new()));
+            let (tee, rx) = TeeBody::new(body, job.max_body_bytes());
+            *resp.body_mut() = tee.boxed();
+            primary.body = Some(rx);
+        }
+        live.shadow().spawn(job, primary);
+    }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
     let elapsed = started.elapsed();
     live.metrics().request(
@@ -154,14 +203,31 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     resp
 }
 
-/// Sends the request to `target` and returns its response, headers cleaned.
-async fn forward(
+/// Whether a response came from the upstream (not a 502/504 made by the proxy).
+fn result_ok(resp: &Response<Body>) -> bool {
+    resp.extensions().get::<MadeByProxy>().is_none()
+}
+
+/// Marks the responses the proxy made itself.
+#[derive(Debug, Clone, Copy)]
+struct MadeByProxy;
+
+/// A request ready to go upstream.
+struct Prepared {
+    req: Request<Body>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrading: bool,
+}
+
+/// Rewrites a client request for `target`: its URI, hop-by-hop headers, X-Forwarded-*,
+/// Host and request id.
+fn prepare(
     mut req: Request<Incoming>,
-    target: &Arc<Target>,
-    path: &str,
+    target: &Target,
+    path_and_query: &str,
     peer: SocketAddr,
     request_id: &HeaderValue,
-) -> Result<Response<Body>, FailureKind> {
+) -> Result<Prepared, FailureKind> {
     let upgrading = headers::is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -172,16 +238,13 @@ async fn forward(
         None => parts.headers.get(header::HOST).cloned(),
     };
     let up = &target.upstream;
-    let mut uri =
-        String::with_capacity(up.origin.as_str().len() + up.base_path.len() + path.len() + 16);
+    let mut uri = String::with_capacity(
+        up.origin.as_str().len() + up.base_path.len() + path_and_query.len() + 8,
+    );
     uri.push_str("http://");
     uri.push_str(up.origin.as_str());
     uri.push_str(&up.base_path);
-    uri.push_str(path);
-    if let Some(q) = parts.uri.query() {
-        uri.push('?');
-        uri.push_str(q);
-    }
+    uri.push_str(path_and_query);
     parts.uri = uri.parse::<Uri>().map_err(|_| FailureKind::Protocol)?;
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
@@ -195,9 +258,18 @@ async fn forward(
         }
     }
     parts.headers.insert(&X_REQUEST_ID, request_id.clone());
-    let up_req = Request::from_parts(parts, body.boxed());
+    Ok(Prepared {
+        req: Request::from_parts(parts, body.boxed()),
+        client_upgrade,
+        upgrading,
+    })
+}
 
-    let mut resp = match tokio::time::timeout(up.timeout, target.client.request(up_req)).await {
+/// Sends a prepared request and returns the response, headers cleaned; tunnels an upgrade.
+async fn send(prepared: Prepared, target: &Target) -> Result<Response<Body>, FailureKind> {
+    let up = &target.upstream;
+    let mut resp = match tokio::time::timeout(up.timeout, target.client.request(prepared.req)).await
+    {
         Err(_elapsed) => {
             tracing::warn!(upstream = %up.name, timeout = ?up.timeout, "upstream response timed out");
             return Err(FailureKind::Timeout);
@@ -210,8 +282,8 @@ async fn forward(
         Ok(Ok(resp)) => resp,
     };
 
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+    let switching = prepared.upgrading && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_upgrade)) = (switching, prepared.client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let name = up.name.clone();
         tokio::spawn(async move {
@@ -353,10 +425,12 @@ fn upstream_failure(kind: FailureKind, route: Option<&str>, upstream: &str) -> R
         FailureKind::Reset => "upstream connection reset",
         FailureKind::Protocol => "upstream sent an invalid response",
     };
-    json_response(
+    let mut resp = json_response(
         kind.status(),
         &serde_json::json!({ "error": error, "route": route, "upstream": upstream }),
-    )
+    );
+    resp.extensions_mut().insert(MadeByProxy);
+    resp
 }
 
 /// A small JSON response.

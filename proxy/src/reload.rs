@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, Diagnostic, Severity};
 use crate::metrics::Metrics;
+use crate::shadow::Shadow;
 use crate::snapshot::Snapshot;
 use crate::upstream::ClientCache;
 
@@ -42,6 +43,7 @@ pub struct Live {
     display: String,
     clients: ClientCache,
     metrics: Arc<Metrics>,
+    shadow: Arc<Shadow>,
     /// Reloads run one at a time.
     reloading: Mutex<()>,
 }
@@ -55,6 +57,7 @@ impl Live {
     ) -> Result<(Live, Vec<Diagnostic>), Vec<Diagnostic>> {
         let checked = config::load(path)?;
         let version = checked.config.version.clone();
+        let shadow = Arc::new(Shadow::new(&checked.config.shadow, metrics.clone()));
         let snapshot = Snapshot::build(checked.config, path.to_path_buf(), &clients);
         let live = Live {
             current: ArcSwap::from_pointee(snapshot),
@@ -64,6 +67,7 @@ impl Live {
             display: path.display().to_string(),
             clients,
             metrics,
+            shadow,
             reloading: Mutex::new(()),
         };
         Ok((live, checked.warnings))
@@ -82,6 +86,11 @@ impl Live {
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The shadow engine and its results.
+    pub fn shadow(&self) -> &Arc<Shadow> {
+        &self.shadow
     }
 
     /// Reloads from the file now. Returns the new version, or every problem found (the

@@ -29,6 +29,12 @@ pub async fn status(admin: &str) -> anyhow::Result<String> {
     Ok(render(&routes, &metrics))
 }
 
+/// Fetches `GET /shadow` from the admin API at `admin`.
+pub async fn shadow_report(admin: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_slice(&get(admin, "/shadow").await?)
+        .context("the admin API's /shadow is not JSON")
+}
+
 async fn get(admin: &str, path: &str) -> anyhow::Result<Bytes> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri: http::Uri = format!("http://{admin}{path}")

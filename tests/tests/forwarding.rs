@@ -29,7 +29,7 @@ fn seen_headers(resp: &strangler_e2e::RawResponse) -> serde_json::Map<String, se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_request_headers_are_not_forwarded() {
-    let (_legacy, _svc, proxy) = echo_setup().await;
+    let (_legacy, svc, proxy) = echo_setup().await;
     let request = "GET /svc/hop HTTP/1.1\r\n\
         Host: shop.example\r\n\
         Connection: keep-alive, X-Custom-Hop\r\n\
@@ -43,6 +43,22 @@ async fn hop_by_hop_request_headers_are_not_forwarded() {
         Upgrade: h2c\r\n\
         X-End-To-End: kept\r\n\
         \r\n";
+    // Control: sent straight to the echo backend, every one of these headers shows up.
+    let direct = raw::exchange(svc.addr, request.as_bytes())
+        .await
+        .expect("direct response");
+    let direct = seen_headers(&direct);
+    for name in [
+        "x-custom-hop",
+        "keep-alive",
+        "proxy-foo",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(direct.contains_key(name), "control: backend shows {name}");
+    }
+
     let resp = raw::exchange(proxy.addr(), request.as_bytes())
         .await
         .expect("response");
@@ -94,7 +110,7 @@ async fn te_trailers_passes_even_when_connection_names_te() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_response_headers_are_not_returned() {
-    let (_legacy, _svc, proxy) = echo_setup().await;
+    let (_legacy, svc, proxy) = echo_setup().await;
     // The echo backend adds each `x-echo-set: Name=value` to its response.
     let request = "GET /svc/hop HTTP/1.1\r\n\
         Host: shop.example\r\n\
@@ -107,6 +123,24 @@ async fn hop_by_hop_response_headers_are_not_returned() {
         x-echo-set: Upgrade=foo\r\n\
         x-echo-set: X-Resp-E2E=kept\r\n\
         \r\n";
+    // Control: straight from the echo backend, the response carries every one of them.
+    let direct = raw::exchange(svc.addr, request.as_bytes())
+        .await
+        .expect("direct response");
+    for name in [
+        "x-resp-hop",
+        "keep-alive",
+        "proxy-foo",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            direct.header(name).is_some(),
+            "control: backend sends {name}: {:?}",
+            direct.headers
+        );
+    }
+
     let resp = raw::exchange(proxy.addr(), request.as_bytes())
         .await
         .expect("response");

@@ -172,7 +172,13 @@ async fn routes_reports_source_loaded_at_and_routes() {
     assert_eq!(list[0]["name"], "svc");
     assert_eq!(list[0]["upstream"], "a");
     assert_eq!(list[0]["mode"], "extracted");
-    assert!(list[0].get("match").is_some(), "{routes}");
+    for key in ["match", "percent", "sticky"] {
+        assert!(
+            list[0].get(key).is_some(),
+            "routes[0] lacks {key}: {routes}"
+        );
+    }
+    assert!(routes["upstreams"].get("a").is_some(), "{routes}");
 }
 
 /// Loose RFC 3339 check: `YYYY-MM-DDTHH:MM:SS` then fraction/offset.

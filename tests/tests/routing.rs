@@ -65,6 +65,29 @@ async fn shadow_mode_answers_from_the_fallback_and_copies_to_the_upstream() {
         },
     )
     .await;
+    let json: serde_json::Value = http_client()
+        .get(proxy.admin_url("/shadow"))
+        .send()
+        .await
+        .expect("GET /shadow")
+        .json()
+        .await
+        .expect("GET /shadow JSON");
+    let stats = &json["routes"]["svc"];
+    for field in [
+        "compared",
+        "matched",
+        "mismatched",
+        "errors",
+        "skipped",
+        "dropped",
+    ] {
+        assert!(stats[field].is_u64(), "GET /shadow lacks {field}: {json}");
+    }
+    let compared = stats["compared"].as_u64().unwrap_or(0);
+    let matched = stats["matched"].as_u64().unwrap_or(0);
+    let mismatched = stats["mismatched"].as_u64().unwrap_or(0);
+    assert_eq!(matched + mismatched, compared, "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,3 +61,21 @@ pub fn version_of(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// An upstream from a base URL given outside the file (`strangler compare --legacy URL`).
+pub fn upstream_from_url(
+    name: &str,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<Upstream, String> {
+    let (origin, base_path) =
+        validate::parse_base_url(url).map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+    Ok(Upstream {
+        name: name.to_string(),
+        url: url.to_string(),
+        origin,
+        base_path,
+        timeout,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(timeout),
+    })
+}

@@ -29,6 +29,8 @@ pub struct Config {
     pub adapters: BTreeMap<String, AdapterMode>,
     /// Connection and request limits.
     pub limits: Limits,
+    /// Shadow settings shared by all routes.
+    pub shadow: ShadowGlobal,
     /// Hex SHA-256 of the file's bytes.
     pub version: String,
 }
@@ -84,6 +86,8 @@ pub struct Route {
     /// Canary stickiness.
     #[serde(serialize_with = "sticky_text")]
     pub sticky: Option<Sticky>,
+    /// How copies are made and compared while the route is in `shadow` mode.
+    pub shadow: ShadowRoute,
     /// Line of the route in the file, for messages.
     #[serde(skip)]
     pub line: usize,
@@ -268,4 +272,82 @@ pub fn percent_number<S: serde::Serializer>(p: &Option<f64>, s: S) -> Result<S::
         Some(p) => s.serialize_f64(*p),
         None => s.serialize_none(),
     }
+}
+
+/// A route's shadow settings (`shadow:` under the route).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowRoute {
+    /// Share of eligible requests copied, in percent.
+    #[serde(serialize_with = "percent_number_plain")]
+    pub sample: f64,
+    /// Methods copied; by default only safe ones (GET, HEAD, OPTIONS).
+    #[serde(serialize_with = "methods_list")]
+    pub methods: Vec<Method>,
+    /// Headers removed from copies (credentials, say).
+    #[serde(serialize_with = "header_list")]
+    pub strip_headers: Vec<HeaderName>,
+    /// Response headers compared (default `content-type`).
+    #[serde(serialize_with = "header_list")]
+    pub compare_headers: Vec<HeaderName>,
+    /// Response headers never compared.
+    #[serde(serialize_with = "header_list")]
+    pub ignore_headers: Vec<HeaderName>,
+    /// JSON paths never compared, e.g. `/items/*/updated_at`.
+    pub ignore: Vec<String>,
+    /// Send a second copy to the fallback to learn which fields differ between two legacy
+    /// answers, and report those as noise.
+    pub noise: bool,
+    /// Largest request or response body copied and compared.
+    pub max_body_bytes: usize,
+    /// Append each copied request to this JSONL file (the `strangler compare` format).
+    pub record: Option<std::path::PathBuf>,
+}
+
+impl Default for ShadowRoute {
+    fn default() -> Self {
+        ShadowRoute {
+            sample: 100.0,
+            methods: vec![Method::GET, Method::HEAD, Method::OPTIONS],
+            strip_headers: Vec::new(),
+            compare_headers: vec![http::header::CONTENT_TYPE],
+            ignore_headers: Vec::new(),
+            ignore: Vec::new(),
+            noise: false,
+            max_body_bytes: 1024 * 1024,
+            record: None,
+        }
+    }
+}
+
+/// Shadow settings shared by all routes (top-level `shadow:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowGlobal {
+    /// Most copies in flight at once; more are dropped and counted.
+    pub max_in_flight: usize,
+    /// Append every comparison result to this JSONL file.
+    pub report_file: Option<std::path::PathBuf>,
+    /// Mismatches kept per route for `GET /shadow`.
+    pub keep_mismatches: usize,
+}
+
+impl Default for ShadowGlobal {
+    fn default() -> Self {
+        ShadowGlobal {
+            max_in_flight: 64,
+            report_file: None,
+            keep_mismatches: 20,
+        }
+    }
+}
+
+fn percent_number_plain<S: serde::Serializer>(p: &f64, s: S) -> Result<S::Ok, S::Error> {
+    percent_number(&Some(*p), s)
+}
+
+fn methods_list<S: serde::Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(methods.iter().map(Method::as_str))
+}
+
+fn header_list<S: serde::Serializer>(names: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(names.iter().map(HeaderName::as_str))
 }

@@ -20,9 +20,24 @@ const TOP_FIELDS: &[&str] = &[
     "routes",
     "adapters",
     "limits",
+    "shadow",
+];
+const SHADOW_GLOBAL_FIELDS: &[&str] = &["max_in_flight", "report_file", "keep_mismatches"];
+const SHADOW_ROUTE_FIELDS: &[&str] = &[
+    "sample",
+    "methods",
+    "strip_headers",
+    "compare_headers",
+    "ignore_headers",
+    "ignore",
+    "noise",
+    "max_body_bytes",
+    "record",
 ];
 const UPSTREAM_FIELDS: &[&str] = &["url", "timeout", "connect_timeout"];
-const ROUTE_FIELDS: &[&str] = &["name", "match", "upstream", "mode", "percent", "sticky"];
+const ROUTE_FIELDS: &[&str] = &[
+    "name", "match", "upstream", "mode", "percent", "sticky", "shadow",
+];
 const MATCH_FIELDS: &[&str] = &["exact", "prefix", "methods", "headers"];
 const LIMIT_FIELDS: &[&str] = &[
     "max_head_bytes",
@@ -174,6 +189,10 @@ impl Validator<'_> {
             Some(n) => self.limits(n),
             None => Limits::default(),
         };
+        let shadow = match f.get("shadow") {
+            Some(n) => self.shadow_global(n),
+            None => ShadowGlobal::default(),
+        };
         Some(Config {
             listen: listen.flatten(),
             admin: admin.flatten(),
@@ -182,6 +201,7 @@ impl Validator<'_> {
             routes,
             adapters,
             limits,
+            shadow,
             version: String::new(),
         })
     }
@@ -374,6 +394,10 @@ impl Validator<'_> {
         };
         let percent = f.get("percent").map(|n| (n.pos, self.percent(n)));
         let sticky = f.get("sticky").map(|n| (n.pos, self.sticky(n)));
+        let shadow = match f.get("shadow") {
+            Some(n) => self.shadow_route(n, &what),
+            None => Some(ShadowRoute::default()),
+        };
         if let Some(mode) = mode {
             if mode == Mode::Canary && percent.is_none() {
                 self.error(
@@ -417,6 +441,7 @@ impl Validator<'_> {
             mode: mode?,
             percent,
             sticky,
+            shadow: shadow?,
             line: node.pos.line,
         })
     }
@@ -755,7 +780,7 @@ fn parse_size(text: &str) -> Option<usize> {
 }
 
 /// Splits an upstream base URL into its origin and path prefix.
-fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String), String> {
+pub(super) fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -778,6 +803,154 @@ fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String), String> {
         normalize_path(path).map_err(|e| format!("bad path: {e}"))?;
     }
     Ok((authority, path.to_string()))
+}
+
+/// The `shadow:` sections, top-level and per route.
+impl Validator<'_> {
+    fn shadow_global(&mut self, node: &Node) -> ShadowGlobal {
+        let mut g = ShadowGlobal::default();
+        let Some(f) = self.fields(node, "shadow", SHADOW_GLOBAL_FIELDS) else {
+            return g;
+        };
+        if let Some(n) = f.get("max_in_flight") {
+            g.max_in_flight = self.positive(n, "max_in_flight").unwrap_or(g.max_in_flight);
+        }
+        if let Some(n) = f.get("keep_mismatches") {
+            g.keep_mismatches = self
+                .positive(n, "keep_mismatches")
+                .unwrap_or(g.keep_mismatches);
+        }
+        if let Some(n) = f.get("report_file") {
+            g.report_file = self.string(n, "report_file").map(std::path::PathBuf::from);
+        }
+        g
+    }
+
+    fn shadow_route(&mut self, node: &Node, what: &str) -> Option<ShadowRoute> {
+        let what = format!("the shadow settings of {what}");
+        let f = self.fields(node, &what, SHADOW_ROUTE_FIELDS)?;
+        let mut s = ShadowRoute::default();
+        let mut ok = true;
+        if let Some(n) = f.get("sample") {
+            match self.percent(n) {
+                Some(p) => s.sample = p,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("methods") {
+            match self.methods(n) {
+                Some(m) => s.methods = m,
+                None => ok = false,
+            }
+        }
+        for (key, slot) in [
+            ("strip_headers", &mut s.strip_headers),
+            ("compare_headers", &mut s.compare_headers),
+            ("ignore_headers", &mut s.ignore_headers),
+        ] {
+            if let Some(n) = f.get(key) {
+                match self.header_names(n, key) {
+                    Some(h) => *slot = h,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(n) = f.get("ignore") {
+            match self.json_paths(n) {
+                Some(p) => s.ignore = p,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("noise") {
+            match n.as_str() {
+                Some("true") => s.noise = true,
+                Some("false") => s.noise = false,
+                _ => {
+                    self.error(n.pos, "noise must be true or false");
+                    ok = false;
+                }
+            }
+        }
+        if let Some(n) = f.get("max_body_bytes") {
+            match n.as_str().and_then(parse_size) {
+                Some(v) if v > 0 => s.max_body_bytes = v,
+                _ => {
+                    self.error(
+                        n.pos,
+                        "max_body_bytes must be a positive size (KiB or MiB allowed)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if let Some(n) = f.get("record") {
+            s.record = self.string(n, "record").map(std::path::PathBuf::from);
+        }
+        ok.then_some(s)
+    }
+
+    fn positive(&mut self, node: &Node, what: &str) -> Option<usize> {
+        match node.as_str().and_then(|t| t.parse::<usize>().ok()) {
+            Some(v) if v > 0 => Some(v),
+            _ => {
+                self.error(node.pos, format!("{what} must be a positive whole number"));
+                None
+            }
+        }
+    }
+
+    fn header_names(&mut self, node: &Node, what: &str) -> Option<Vec<HeaderName>> {
+        let Some(items) = node.as_seq() else {
+            self.error(
+                node.pos,
+                format!(
+                    "{what} must be a list of header names, found {}",
+                    node.type_name()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match item.as_str().map(|t| HeaderName::from_bytes(t.as_bytes())) {
+                Some(Ok(h)) => out.push(h),
+                _ => {
+                    self.error(item.pos, format!("{what}: invalid header name"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn json_paths(&mut self, node: &Node) -> Option<Vec<String>> {
+        let Some(items) = node.as_seq() else {
+            self.error(
+                node.pos,
+                format!(
+                    "ignore must be a list of JSON paths like /items/*/updated_at, found {}",
+                    node.type_name()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match item.as_str() {
+                Some(p) if p.starts_with('/') && p.len() > 1 => out.push(p.to_string()),
+                _ => {
+                    self.error(
+                        item.pos,
+                        "ignore: a JSON path starts with `/`, like /items/*/updated_at",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
 }
 
 #[cfg(test)]
@@ -993,6 +1166,27 @@ mod tests {
     fn every_problem_is_reported_not_just_the_first() {
         let yaml = "listen: nowhere\nupstreams:\n  legacy: ftp://x\nfallback: legacy\nroutes:\n  - name: a\n    match: {prefix: /a}\n    upstream: x\n    mode: sideways\n";
         assert!(errors(yaml).len() >= 4, "{:#?}", errors(yaml));
+    }
+
+    #[test]
+    fn shadow_settings() {
+        let c = parse(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: shadow\n    shadow:\n      sample: 50\n      methods: [GET, POST]\n      strip_headers: [Authorization]\n      ignore: [/items/*/updated_at]\n      noise: true\n      max_body_bytes: 64KiB\n",
+        ))
+        .unwrap()
+        .config;
+        let s = &c.routes[0].shadow;
+        assert_eq!(s.sample, 50.0);
+        assert_eq!(s.methods, vec![Method::GET, Method::POST]);
+        assert_eq!(s.strip_headers[0].as_str(), "authorization");
+        assert!(s.noise);
+        assert_eq!(s.max_body_bytes, 64 * 1024);
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    shadow: {ignore: [items]}\n",
+        ));
+        assert!(e.message.contains("JSON path"));
+        let e = one_error(&format!("{BASE}shadow:\n  max_in_flight: 0\n"));
+        assert!(e.message.contains("max_in_flight"));
     }
 
     #[test]
