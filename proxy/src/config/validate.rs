@@ -317,20 +317,27 @@ impl Validator<'_> {
         let mut routes: Vec<Route> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         for item in items {
+            // Duplicates are found by name alone, so one is reported even when either route
+            // has other problems.
+            let name = item
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("name")))
+                .and_then(|(_, v)| v.as_str());
+            let duplicate = name.and_then(|n| names.get(n).map(|first| (n, *first)));
+            if let Some((name, first)) = duplicate {
+                self.error(
+                    item.pos,
+                    format!("duplicate route name `{name}` (first defined on line {first})"),
+                );
+            } else if let Some(name) = name {
+                names.insert(name.to_string(), item.pos.line);
+            }
             let Some(route) = self.route(item, upstreams) else {
                 continue;
             };
-            if let Some(first) = names.get(&route.name) {
-                self.error(
-                    item.pos,
-                    format!(
-                        "duplicate route name `{}` (first defined on line {first})",
-                        route.name
-                    ),
-                );
+            if duplicate.is_some() {
                 continue;
             }
-            names.insert(route.name.clone(), route.line);
             if let Some(earlier) = routes.iter().find(|r| hides(r, &route)) {
                 self.warn(
                     item.pos,
@@ -1050,6 +1057,15 @@ mod tests {
         ));
         assert_eq!(e.line, 9);
         assert!(e.message.contains("duplicate route name"));
+    }
+
+    #[test]
+    fn duplicate_is_reported_even_when_the_route_has_other_problems() {
+        let errs = errors(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n  - name: a\n    match: {prefix: /b}\n    upstream: nope\n",
+        ));
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].message.contains("duplicate route name") && errs[0].line == 9);
     }
 
     #[test]
