@@ -1,0 +1,191 @@
+//! The sample legacy monolith: a small shop (catalog, inventory, orders) in one binary on one
+//! SQLite database, built to be strangled.
+//!
+//! # Layout
+//!
+//! - [`catalog`], [`inventory`], [`orders`]: the three modules, each owning its tables and
+//!   its part of the HTTP API.
+//! - [`ports`]: the [`ports::Catalog`] and [`ports::Inventory`] interfaces that orders use;
+//!   orders never read another module's tables.
+//! - [`remote`]: their HTTP implementations for the extracted services, with timeouts,
+//!   bounded retries, idempotency keys and a [`breaker`].
+//! - [`seed`]: first-start data; [`page`]: the HTML page at `/`.
+//!
+//! Which implementation of each port is live comes from the `adapters:` section of
+//! `routes.yaml`, followed live through [`strangler::adapter`].
+#![warn(missing_docs)]
+
+pub mod breaker;
+pub mod catalog;
+pub mod inventory;
+pub mod orders;
+pub mod page;
+pub mod ports;
+pub mod remote;
+pub mod seed;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use shop_api::Db;
+use strangler::adapter::{Binding, FollowConfig, Selection};
+use strangler::config::AdapterMode;
+use strangler::reload::FileWatcher;
+
+use crate::catalog::{CatalogStore, LocalCatalog};
+use crate::inventory::{InventoryStore, LocalInventory};
+use crate::orders::{Orders, OwnerResolver};
+use crate::ports::{Catalog, Inventory};
+use crate::remote::{RemoteCatalog, RemoteInventory, RemoteSettings};
+
+/// How to start the monolith.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The SQLite file (created, migrated and seeded on first start).
+    pub db: PathBuf,
+    /// `routes.yaml` to read `adapters:` from and follow; all local when `None`.
+    pub config: Option<PathBuf>,
+    /// Products to seed on first start.
+    pub seed_products: usize,
+}
+
+const META_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+/// A monolith ready to serve.
+pub struct Monolith {
+    /// The whole HTTP API (without the common layers, which `shop_api::http::serve` adds).
+    pub router: Router,
+    /// The orders module.
+    pub orders: Orders,
+    /// The live catalog adapter.
+    pub catalog: Arc<Binding<dyn Catalog>>,
+    /// The live inventory adapter.
+    pub inventory: Arc<Binding<dyn Inventory>>,
+    _watch: Option<FileWatcher>,
+}
+
+/// Opens the database, seeds it on first start, builds the adapters from `routes.yaml` and
+/// starts following the file. Call inside a tokio runtime.
+pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
+    let schema = [
+        META_SCHEMA,
+        catalog::SCHEMA,
+        inventory::SCHEMA,
+        orders::SCHEMA,
+    ]
+    .concat();
+    let db = Db::open(&options.db, &schema)
+        .with_context(|| format!("cannot open database {}", options.db.display()))?;
+    let seeded = seed::seed(&db, options.seed_products)?;
+    if seeded > 0 {
+        tracing::info!(products = seeded, "seeded a new database");
+    }
+    let catalog_store = CatalogStore::new(db.clone());
+    let inventory_store = InventoryStore::new(db.clone());
+
+    let config = match &options.config {
+        Some(path) => Some(
+            strangler::config::load(path)
+                .map_err(|diags| {
+                    let file = path.display().to_string();
+                    let lines: Vec<String> =
+                        diags.iter().map(|d| d.display(&file).to_string()).collect();
+                    anyhow::anyhow!("invalid config:\n{}", lines.join("\n"))
+                })?
+                .config,
+        ),
+        None => None,
+    };
+
+    let local_catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog(catalog_store.clone()));
+    let catalog = Arc::new(Binding::<dyn Catalog>::new(
+        "catalog",
+        config.as_ref(),
+        move |sel: &Selection| match (&sel.mode, &sel.upstream) {
+            (AdapterMode::Remote, Some(up)) => {
+                match RemoteCatalog::new(RemoteSettings::for_upstream(up)) {
+                    Ok(remote) => Arc::new(remote) as Arc<dyn Catalog>,
+                    Err(e) => {
+                        tracing::error!("cannot build the remote catalog, staying local: {e}");
+                        local_catalog.clone()
+                    }
+                }
+            }
+            _ => local_catalog.clone(),
+        },
+    ));
+    let local_inventory: Arc<dyn Inventory> = Arc::new(LocalInventory(inventory_store.clone()));
+    let local = local_inventory.clone();
+    let inventory = Arc::new(Binding::<dyn Inventory>::new(
+        "inventory",
+        config.as_ref(),
+        move |sel: &Selection| match (&sel.mode, &sel.upstream) {
+            (AdapterMode::Remote, Some(up)) => {
+                match RemoteInventory::new(RemoteSettings::for_upstream(up)) {
+                    Ok(remote) => Arc::new(remote) as Arc<dyn Inventory>,
+                    Err(e) => {
+                        tracing::error!("cannot build the remote inventory, staying local: {e}");
+                        local.clone()
+                    }
+                }
+            }
+            _ => local.clone(),
+        },
+    ));
+    tracing::info!(
+        catalog = %catalog.adapter().current().owner(),
+        inventory = %inventory.adapter().current().owner(),
+        "adapters"
+    );
+
+    let orders = Orders::new(db.clone(), catalog.adapter(), inventory.adapter());
+    // Stock of orders that failed while their inventory owner was down is released once it
+    // is back, also across restarts.
+    let resolve: OwnerResolver = Arc::new(move |owner: &str| -> Option<Arc<dyn Inventory>> {
+        if owner == "local" {
+            return Some(local_inventory.clone());
+        }
+        let url = owner.strip_prefix("remote ")?;
+        let settings = RemoteSettings::new(url, Duration::from_secs(1), Duration::from_secs(5));
+        RemoteInventory::new(settings)
+            .ok()
+            .map(|r| Arc::new(r) as Arc<dyn Inventory>)
+    });
+    let resumed = orders.resume_compensations(&resolve).await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed releasing the stock of failed orders");
+    }
+
+    let watch = match &options.config {
+        Some(path) => Some(
+            strangler::adapter::watch(
+                path,
+                vec![
+                    catalog.clone() as Arc<dyn FollowConfig>,
+                    inventory.clone() as Arc<dyn FollowConfig>,
+                ],
+            )
+            .with_context(|| format!("cannot watch {}", path.display()))?,
+        ),
+        None => None,
+    };
+
+    let router = Router::new()
+        .route("/", get(page::index).with_state(catalog.adapter()))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(catalog::routes(catalog_store))
+        .merge(inventory::routes(inventory_store))
+        .merge(orders::routes(orders.clone()));
+    Ok(Monolith {
+        router,
+        orders,
+        catalog,
+        inventory,
+        _watch: watch,
+    })
+}

@@ -1,0 +1,70 @@
+//! `legacy-monolith`: the sample shop being strangled.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// The sample legacy shop: catalog, inventory and orders on one SQLite database.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// SQLite file; created, migrated and seeded on first start. Default: `$DATABASE_URL`
+    /// (a path, or `sqlite://PATH`), else `legacy-monolith.db`.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// routes.yaml whose `adapters:` section says which catalog and inventory to use;
+    /// followed live. Without it both are local.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Products to create on first start.
+    #[arg(long, default_value_t = 300)]
+    seed_products: usize,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+fn db_path(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(path) = flag {
+        return path;
+    }
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(&url);
+            PathBuf::from(path)
+        }
+        _ => PathBuf::from("legacy-monolith.db"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    shop_api::http::init_tracing(args.log_format == "json");
+    let options = legacy_monolith::Options {
+        db: db_path(args.db),
+        config: args.config,
+        seed_products: args.seed_products,
+    };
+    let monolith = legacy_monolith::open(&options).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, db = %options.db.display(), "legacy-monolith serving");
+    shop_api::http::serve(
+        listener,
+        monolith.router.clone(),
+        shop_api::http::shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("legacy-monolith stopped");
+    Ok(())
+}
