@@ -3,10 +3,16 @@
 CARGO ?= cargo
 CONFIG ?= routes.yaml
 
-.PHONY: run build test check fmt lint
+.PHONY: run run-proxy build test check fmt lint migrate-catalog migrate-inventory cutover adapter status
 
-## run: build (release) and start the proxy with the root routes.yaml
+## run: build (release) and start the sample migration with the root routes.yaml: the legacy
+## monolith (8081), catalog-service (8082), inventory-service (8083) and the proxy (8080,
+## admin 9901); databases under .run/; Ctrl-C stops them all
 run: build
+	scripts/run.sh $(CONFIG) ./target/release
+
+## run-proxy: only the proxy, with the root routes.yaml
+run-proxy: build
 	./target/release/strangler run --config $(CONFIG)
 
 build:
@@ -28,3 +34,29 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The sample migration (see README, "The sample migration"). Run these while `make run` is up.
+LEGACY_URL ?= http://127.0.0.1:8081
+STRANGLER ?= ./target/release/strangler
+
+## migrate-catalog: copy products from the monolith's API into catalog-service's database
+migrate-catalog:
+	./target/release/catalog-service --db .run/catalog.db import --from $(LEGACY_URL)
+
+## migrate-inventory: copy stock levels from the monolith's API into inventory-service's database
+migrate-inventory:
+	./target/release/inventory-service --db .run/inventory.db import --from $(LEGACY_URL)
+
+## cutover ROUTE=name MODE=legacy|shadow|canary|extracted [PERCENT=n]: move a route (edits routes.yaml)
+cutover:
+	@test -n "$(ROUTE)" && test -n "$(MODE)" || { echo "usage: make cutover ROUTE=name MODE=mode [PERCENT=n]" >&2; exit 2; }
+	$(STRANGLER) set-mode --config $(CONFIG) $(ROUTE) $(MODE) $(if $(PERCENT),--percent $(PERCENT))
+
+## adapter NAME=catalog|inventory TO=local|remote: switch the monolith's adapter (edits routes.yaml)
+adapter:
+	@test -n "$(NAME)" && test -n "$(TO)" || { echo "usage: make adapter NAME=name TO=local|remote" >&2; exit 2; }
+	$(STRANGLER) set-adapter --config $(CONFIG) $(NAME) $(TO)
+
+## status: each route's mode, share and request counts, from the admin API
+status:
+	$(STRANGLER) status
