@@ -69,6 +69,22 @@ pub struct Monolith {
     _watch: Option<FileWatcher>,
 }
 
+type Bindings = (Arc<Binding<dyn Catalog>>, Arc<Binding<dyn Inventory>>);
+
+/// `GET /healthz`: 200 `{"status": "ok", "adapters": {"catalog": OWNER, "inventory": OWNER}}`,
+/// OWNER being `local` or `remote URL`: what the orders module calls now.
+async fn healthz(
+    axum::extract::State((catalog, inventory)): axum::extract::State<Bindings>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "adapters": {
+            "catalog": catalog.adapter().current().owner(),
+            "inventory": inventory.adapter().current().owner(),
+        }
+    }))
+}
+
 /// Opens the database, seeds it on first start, builds the adapters from `routes.yaml` and
 /// starts following the file. Call inside a tokio runtime.
 pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
@@ -177,7 +193,10 @@ pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
 
     let router = Router::new()
         .route("/", get(page::index).with_state(catalog.adapter()))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(healthz).with_state((catalog.clone(), inventory.clone())),
+        )
         .merge(catalog::routes(catalog_store))
         .merge(inventory::routes(inventory_store))
         .merge(orders::routes(orders.clone()));

@@ -20,6 +20,7 @@ pub mod binary;
 pub mod client;
 pub mod metrics;
 pub mod proxy;
+pub mod shop;
 pub mod wait;
 
 pub use backend::{hang_up_url, refusing_url, Backend, Blackhole};
