@@ -113,6 +113,8 @@ impl Live {
                 }
                 let version = checked.config.version.clone();
                 let routes = checked.config.routes.len();
+                self.shadow
+                    .set_max_in_flight(checked.config.shadow.max_in_flight);
                 let snapshot = Snapshot::build(checked.config, self.path.clone(), &self.clients);
                 self.current.store(Arc::new(snapshot));
                 *lock(&self.last_error) = None;

@@ -334,3 +334,117 @@ fn echo_response(name: &str, req: &Request<Incoming>) -> Response<Body> {
     }
     resp
 }
+
+/// One request a [`Scripted`] backend received, body included.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: String,
+    /// Path and query as received.
+    pub path: String,
+    /// Header (lower-case name, value) pairs in order.
+    pub headers: Vec<(String, String)>,
+    /// The whole request body.
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A fake upstream whose 200 JSON answers are chosen by a function of the request and of the
+/// call's number (0, 1, 2... across all requests it got), optionally after a delay. It keeps
+/// every request it received, body included, so a test can see what the proxy sent.
+#[derive(Debug)]
+pub struct Scripted {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    backend: Backend,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Scripted {
+    /// Answers `answer(request, call_number)` as `application/json` with status 200, right away.
+    pub async fn json<F>(answer: F) -> Scripted
+    where
+        F: Fn(&Received, usize) -> serde_json::Value + Send + Sync + 'static,
+    {
+        Scripted::json_after(Duration::ZERO, answer).await
+    }
+
+    /// Like [`Scripted::json`], but sleeps `delay` (after reading the request) before answering.
+    pub async fn json_after<F>(delay: Duration, answer: F) -> Scripted
+    where
+        F: Fn(&Received, usize) -> serde_json::Value + Send + Sync + 'static,
+    {
+        let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let log = received.clone();
+        let answer = Arc::new(answer);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let backend = serve(move |req: Request<Incoming>| {
+            let log = log.clone();
+            let answer = answer.clone();
+            let calls = calls.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let got = Received {
+                    method: parts.method.as_str().to_string(),
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map(|pq| pq.as_str().to_string())
+                        .unwrap_or_else(|| parts.uri.to_string()),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body,
+                };
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let value = answer(&got, n);
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(got);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                json_response(StatusCode::OK, &value)
+            }
+        })
+        .await;
+        Scripted {
+            url: backend.url.clone(),
+            backend,
+            received,
+        }
+    }
+
+    /// Requests whose head arrived so far (counted before the body is read or any delay).
+    pub fn hits(&self) -> usize {
+        self.backend.hits()
+    }
+
+    /// Every request received so far (each logged once its body was read), in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

@@ -44,6 +44,8 @@ pub static X_STRANGLER_SHADOW: HeaderName = HeaderName::from_static("x-strangler
 /// The shadow engine: in-flight cap and results, kept across reloads.
 pub struct Shadow {
     permits: Arc<Semaphore>,
+    /// The cap the permits currently add up to (follows reloads).
+    cap: Mutex<usize>,
     routes: Mutex<HashMap<String, Arc<Mutex<RouteStats>>>>,
     metrics: Arc<Metrics>,
 }
@@ -89,9 +91,32 @@ impl Shadow {
     pub fn new(global: &ShadowGlobal, metrics: Arc<Metrics>) -> Self {
         Shadow {
             permits: Arc::new(Semaphore::new(global.max_in_flight)),
+            cap: Mutex::new(global.max_in_flight),
             routes: Mutex::new(HashMap::new()),
             metrics,
         }
+    }
+
+    /// Applies a new in-flight cap (after a reload). Lowering it takes effect as copies in
+    /// flight finish.
+    pub fn set_max_in_flight(&self, new: usize) {
+        let mut cap = lock(&self.cap);
+        if new > *cap {
+            self.permits.add_permits(new - *cap);
+        } else if new < *cap {
+            let mut excess = new.abs_diff(*cap);
+            excess -= self.permits.forget_permits(excess);
+            if excess > 0 {
+                // The rest are held by copies in flight: retire them as they come back.
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(excess as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        *cap = new;
     }
 
     fn stats(&self, route: &str) -> Arc<Mutex<RouteStats>> {
@@ -193,8 +218,11 @@ impl Shadow {
             &body,
             max,
         );
+        // The noise copy repeats the request on the fallback: only for methods that are safe
+        // to repeat, never a write on the live legacy system.
+        let safe = matches!(job.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let second = async {
-            match job.settings.noise {
+            match job.settings.noise && safe {
                 true => Some(
                     exchange(
                         &job.fallback,

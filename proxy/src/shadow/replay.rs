@@ -127,8 +127,12 @@ async fn one(
     let max = opts.max_body_bytes;
     let left = exchange(legacy, &method, &req.path, &headers, &body, max);
     let right = exchange(candidate, &method, &req.path, &headers, &body, max);
+    let safe = matches!(
+        method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
     let second = async {
-        match opts.noise {
+        match opts.noise && safe {
             true => Some(exchange(legacy, &method, &req.path, &headers, &body, max).await),
             false => None,
         }
