@@ -38,6 +38,9 @@ enum Command {
         /// How long in-flight requests get to finish on SIGTERM/SIGINT.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         shutdown_timeout: Duration,
+        /// Worker threads serving traffic (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Validate the config: exit 0 when usable, 1 when not.
     Check {
@@ -152,25 +155,17 @@ pub fn main() -> ExitCode {
             admin,
             log_format,
             shutdown_timeout,
+            workers,
         } => {
             logging::init(log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("strangler: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let opts = RunOptions {
                 config,
                 listen,
                 admin,
                 shutdown_timeout,
+                workers,
             };
-            match runtime.block_on(run::run(opts)) {
+            match run::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.is::<InvalidConfig>() => ExitCode::FAILURE,
                 Err(e) => {

@@ -268,7 +268,8 @@ fn prepare(
 /// Sends a prepared request and returns the response, headers cleaned; tunnels an upgrade.
 async fn send(prepared: Prepared, target: &Target) -> Result<Response<Body>, FailureKind> {
     let up = &target.upstream;
-    let mut resp = match tokio::time::timeout(up.timeout, target.client.request(prepared.req)).await
+    let mut resp = match tokio::time::timeout(up.timeout, target.client().request(prepared.req))
+        .await
     {
         Err(_elapsed) => {
             tracing::warn!(upstream = %up.name, timeout = ?up.timeout, "upstream response timed out");

@@ -17,7 +17,6 @@ use crate::config::{self, Diagnostic, Severity};
 use crate::metrics::Metrics;
 use crate::shadow::Shadow;
 use crate::snapshot::Snapshot;
-use crate::upstream::ClientCache;
 
 /// Time to let a burst of file events settle before reading the file.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -41,7 +40,6 @@ pub struct Live {
     path: PathBuf,
     /// The path as the user wrote it, for messages.
     display: String,
-    clients: ClientCache,
     metrics: Arc<Metrics>,
     shadow: Arc<Shadow>,
     /// Reloads run one at a time.
@@ -52,20 +50,18 @@ impl Live {
     /// Loads the initial config; fails with every problem if it is invalid.
     pub fn load(
         path: &Path,
-        clients: ClientCache,
         metrics: Arc<Metrics>,
     ) -> Result<(Live, Vec<Diagnostic>), Vec<Diagnostic>> {
         let checked = config::load(path)?;
         let version = checked.config.version.clone();
         let shadow = Arc::new(Shadow::new(&checked.config.shadow, metrics.clone()));
-        let snapshot = Snapshot::build(checked.config, path.to_path_buf(), &clients);
+        let snapshot = Snapshot::build(checked.config, path.to_path_buf());
         let live = Live {
             current: ArcSwap::from_pointee(snapshot),
             last_error: Mutex::new(None),
             last_attempt: Mutex::new(version),
             path: path.to_path_buf(),
             display: path.display().to_string(),
-            clients,
             metrics,
             shadow,
             reloading: Mutex::new(()),
@@ -115,7 +111,7 @@ impl Live {
                 let routes = checked.config.routes.len();
                 self.shadow
                     .set_max_in_flight(checked.config.shadow.max_in_flight);
-                let snapshot = Snapshot::build(checked.config, self.path.clone(), &self.clients);
+                let snapshot = Snapshot::build(checked.config, self.path.clone());
                 self.current.store(Arc::new(snapshot));
                 *lock(&self.last_error) = None;
                 tracing::info!(

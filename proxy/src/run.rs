@@ -1,5 +1,11 @@
 //! `strangler run`: load the config, bind the listeners, serve until SIGTERM or SIGINT, then
 //! drain.
+//!
+//! Threads: one worker per core (`--workers`), each a single-threaded tokio runtime running
+//! its own accept loop on the shared listening socket and keeping its own upstream connection
+//! pools, as NGINX's workers do. A request is handled start to finish on one thread: no work
+//! stealing, no cross-thread wake-ups between the client and upstream connections. The main
+//! thread runs the control plane: signals, the reload triggers and the admin API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,8 +22,8 @@ use crate::admin::Admin;
 use crate::config::{Limits, DEFAULT_ADMIN, DEFAULT_LISTEN};
 use crate::metrics::Metrics;
 use crate::reload::{self, Live};
-use crate::server::{self, Drain, Handler};
-use crate::upstream::{Body, ClientCache};
+use crate::server::{self, Drain, DrainGuard, Handler, ShutdownRx};
+use crate::upstream::Body;
 
 /// Options of `strangler run`.
 #[derive(Debug, Clone)]
@@ -30,6 +36,8 @@ pub struct RunOptions {
     pub admin: Option<SocketAddr>,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Worker threads serving traffic; `None` for one per core.
+    pub workers: Option<usize>,
 }
 
 /// The proxy's request handler.
@@ -59,10 +67,10 @@ impl Handler for ProxyHandler {
 pub struct InvalidConfig;
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
-pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let display = opts.config.display().to_string();
     let metrics = Arc::new(Metrics::new());
-    let (live, warnings) = match Live::load(&opts.config, ClientCache::default(), metrics) {
+    let (live, warnings) = match Live::load(&opts.config, metrics) {
         Ok(loaded) => loaded,
         Err(diags) => {
             for d in &diags {
@@ -85,53 +93,124 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(a) => a,
         None => default_addr(DEFAULT_ADMIN)?,
     };
-    let listener = TcpListener::bind(listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {listen_addr}"))?;
-    let admin_listener = TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
-
-    let _watcher =
-        reload::watch_file(live.clone()).with_context(|| format!("cannot watch {display}"))?;
-    reload::watch_sighup(live.clone()).context("cannot install the SIGHUP handler")?;
+    let listener = bind(listen_addr).with_context(|| format!("cannot listen on {listen_addr}"))?;
+    let admin_listener =
+        bind(admin_addr).with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Drain::default();
     let guard = drain.guard().context("drain")?;
     let limits = snap.config.limits.clone();
     drop(snap);
-    tokio::spawn(server::serve(
-        listener,
-        limits.clone(),
-        ProxyHandler { live: live.clone() },
-        shutdown_rx.clone(),
-        guard.clone(),
-    ));
-    tokio::spawn(server::serve(
-        admin_listener,
-        limits,
-        Admin { live: live.clone() },
-        shutdown_rx,
-        guard,
-    ));
-    tracing::info!(
-        listen = %listen_addr,
-        admin = %admin_addr,
-        config = %opts.config.display(),
-        version = &live.snapshot().config.version[..12],
-        "strangler serving"
-    );
 
-    wait_for_signal().await?;
-    tracing::info!(timeout = ?opts.shutdown_timeout, "shutting down: no new connections, draining in-flight requests");
-    let _ = shutdown_tx.send(true);
-    if drain.wait(opts.shutdown_timeout).await {
-        tracing::info!("drained; bye");
-    } else {
-        tracing::warn!("shutdown deadline passed with requests still in flight; closing them");
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let listener = listener
+            .try_clone()
+            .context("cannot share the listening socket")?;
+        let handler = ProxyHandler { live: live.clone() };
+        let (limits, shutdown, guard) = (limits.clone(), shutdown_rx.clone(), guard.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("strangler-worker-{i}"))
+            .spawn(move || worker(listener, limits, handler, shutdown, guard))
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
     }
-    Ok(())
+    // Each worker holds its own handle on the socket; when they all close theirs at shutdown
+    // the port stops accepting.
+    drop(listener);
+
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("strangler-control")
+        .build()
+        .context("cannot start the control runtime")?;
+    let result = control.block_on(async {
+        let _watcher = reload::watch_file(live.clone())
+            .with_context(|| format!("cannot watch {display}"))?;
+        reload::watch_sighup(live.clone()).context("cannot install the SIGHUP handler")?;
+        let admin_listener = TcpListener::from_std(admin_listener)?;
+        tokio::spawn(server::serve(
+            admin_listener,
+            limits,
+            Admin { live: live.clone() },
+            shutdown_rx,
+            guard,
+        ));
+        tracing::info!(
+            listen = %listen_addr,
+            admin = %admin_addr,
+            workers,
+            config = %opts.config.display(),
+            version = &live.snapshot().config.version[..12],
+            "strangler serving"
+        );
+        wait_for_signal().await?;
+        tracing::info!(timeout = ?opts.shutdown_timeout, "shutting down: no new connections, draining in-flight requests");
+        let _ = shutdown_tx.send(true);
+        if drain.wait(opts.shutdown_timeout).await {
+            tracing::info!("drained; bye");
+        } else {
+            tracing::warn!("shutdown deadline passed with requests still in flight; closing them");
+        }
+        anyhow::Ok(())
+    });
+    // Workers whose connections drained have returned; the rest end with the process.
+    for t in threads {
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+    result
+}
+
+/// One worker: a single-threaded runtime serving the shared listener.
+fn worker(
+    listener: std::net::TcpListener,
+    limits: Limits,
+    handler: ProxyHandler,
+    shutdown: ShutdownRx,
+    guard: DrainGuard,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    crate::logging::buffer_this_thread();
+    runtime.block_on(async move {
+        tokio::spawn(crate::logging::flush_periodically());
+        match TcpListener::from_std(listener) {
+            // Returns once its connections have finished after shutdown; the control
+            // thread's drain deadline bounds that.
+            Ok(listener) => server::serve(listener, limits, handler, shutdown, guard).await,
+            Err(e) => tracing::error!(error = %e, "cannot register the listener"),
+        }
+    });
+    crate::logging::flush();
+}
+
+/// Binds a non-blocking listening socket.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -75,7 +75,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn limits(&self) -> Limits;
 }
 
-/// Accepts connections on `listener` until shutdown, serving each with `handler`.
+/// Accepts connections on `listener` until shutdown, serving each with `handler`; then
+/// waits for the connections it accepted to finish (they are told to close once idle).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     limits: Limits,
@@ -85,12 +86,13 @@ pub async fn serve<H: Handler>(
 ) {
     // The connection cap is fixed at start; the other limits follow reloads.
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         // At the connection cap, stop accepting (the kernel backlog holds new clients)
         // rather than accept and drop.
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -102,19 +104,23 @@ pub async fn serve<H: Handler>(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let limits = handler.limits();
         let shutdown = shutdown.clone();
         let drain = drain.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             serve_connection(stream, peer, &limits, handler, shutdown).await;
             drop(permit);
             drop(drain);
         });
     }
+    // Stop accepting: close the socket now, then let the open connections finish.
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 async fn serve_connection<H: Handler>(

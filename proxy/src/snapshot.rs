@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use crate::config::{Config, Upstream};
 use crate::matcher::Matcher;
 use crate::metrics::Name;
-use crate::upstream::{ClientCache, HttpClient};
+use crate::upstream::{self, HttpClient};
 
 /// An upstream ready to receive requests.
 #[derive(Debug)]
@@ -18,8 +18,13 @@ pub struct Target {
     pub name: Name,
     /// Where it is and its timeouts.
     pub upstream: Upstream,
-    /// Pooled client (shared with other snapshots).
-    pub client: HttpClient,
+}
+
+impl Target {
+    /// The calling thread's pooled client for this upstream.
+    pub fn client(&self) -> HttpClient {
+        upstream::client(self.upstream.connect_timeout)
+    }
 }
 
 /// Runtime view of a route: its label and its upstream.
@@ -52,7 +57,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles `config`. Validation guarantees every upstream name resolves.
-    pub fn build(config: Config, source: PathBuf, clients: &ClientCache) -> Snapshot {
+    pub fn build(config: Config, source: PathBuf) -> Snapshot {
         let targets: HashMap<&str, Arc<Target>> = config
             .upstreams
             .values()
@@ -60,7 +65,6 @@ impl Snapshot {
                 let target = Target {
                     name: Name::from(u.name.as_str()),
                     upstream: u.clone(),
-                    client: clients.get(u.connect_timeout),
                 };
                 (u.name.as_str(), Arc::new(target))
             })
@@ -69,7 +73,7 @@ impl Snapshot {
             targets
                 .get(name)
                 .cloned()
-                .unwrap_or_else(|| unreachable_target(name, clients))
+                .unwrap_or_else(|| unreachable_target(name))
         };
         let routes = config
             .routes
@@ -94,7 +98,7 @@ impl Snapshot {
 
 // Validation rejects configs naming unknown upstreams; should one slip through, requests to it
 // fail with 502 rather than the proxy panicking.
-fn unreachable_target(name: &str, clients: &ClientCache) -> Arc<Target> {
+fn unreachable_target(name: &str) -> Arc<Target> {
     tracing::error!(
         upstream = name,
         "route names an upstream that does not exist"
@@ -109,6 +113,5 @@ fn unreachable_target(name: &str, clients: &ClientCache) -> Arc<Target> {
             timeout: crate::config::DEFAULT_TIMEOUT,
             connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
         },
-        client: clients.get(crate::config::DEFAULT_CONNECT_TIMEOUT),
     })
 }

@@ -1,11 +1,8 @@
 //! Pooled HTTP clients to upstreams, and how their failures are classified.
-//!
-//! Clients are shared across config snapshots (keyed by connect timeout, the one connector
-//! setting that differs between upstreams), so a reload keeps every warm keep-alive connection.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,17 +22,19 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 /// How long an idle upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Clients by connect timeout, reused across reloads.
-#[derive(Default, Clone)]
-pub struct ClientCache {
-    clients: Arc<Mutex<HashMap<Duration, HttpClient>>>,
+thread_local! {
+    /// This thread's clients, by connect timeout. Each worker thread runs its own runtime,
+    /// so each keeps its own pools: a pooled connection is driven by the thread that uses
+    /// it, with no cross-thread wake-ups. The pools outlive config snapshots, so a reload
+    /// keeps every warm keep-alive connection.
+    static CLIENTS: RefCell<HashMap<Duration, HttpClient>> = RefCell::new(HashMap::new());
 }
 
-impl ClientCache {
-    /// The client for upstreams with this connect timeout.
-    pub fn get(&self, connect_timeout: Duration) -> HttpClient {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+/// The calling thread's pooled client for upstreams with this connect timeout.
+pub fn client(connect_timeout: Duration) -> HttpClient {
+    CLIENTS.with(|clients| {
         clients
+            .borrow_mut()
             .entry(connect_timeout)
             .or_insert_with(|| {
                 let mut connector = HttpConnector::new();
@@ -50,7 +49,7 @@ impl ClientCache {
                     .build(connector)
             })
             .clone()
-    }
+    })
 }
 
 /// Why an upstream request failed; the `kind` label of `strangler_upstream_errors_total`.

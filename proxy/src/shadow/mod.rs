@@ -391,7 +391,7 @@ pub async fn exchange(
     *req.headers_mut() = headers.clone();
     req.headers_mut().remove(http::header::CONTENT_LENGTH);
     let started = Instant::now();
-    let resp = match tokio::time::timeout(up.timeout, target.client.request(req)).await {
+    let resp = match tokio::time::timeout(up.timeout, target.client().request(req)).await {
         Err(_) => return Err(Failure::Upstream(FailureKind::Timeout)),
         Ok(Err(e)) => return Err(Failure::Upstream(FailureKind::of(&e))),
         Ok(Ok(resp)) => resp,

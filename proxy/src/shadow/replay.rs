@@ -16,7 +16,6 @@ use super::record::{self, RecordedRequest};
 use super::report::{self, Mismatch, RouteStats};
 use crate::metrics::Name;
 use crate::snapshot::Target;
-use crate::upstream::ClientCache;
 
 /// Options of `strangler compare`.
 #[derive(Debug, Clone)]
@@ -72,12 +71,10 @@ pub async fn replay(opts: &ReplayOptions) -> Result<ReplayResult, String> {
             opts.requests.display()
         ));
     }
-    let clients = ClientCache::default();
     let target = |name: &str, url: &str| -> Result<Arc<Target>, String> {
         let upstream = crate::config::upstream_from_url(name, url, opts.timeout)?;
         Ok(Arc::new(Target {
             name: Name::from(name),
-            client: clients.get(upstream.connect_timeout),
             upstream,
         }))
     };
