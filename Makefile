@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= routes.yaml
 
-.PHONY: run run-proxy build test check fmt lint migrate-catalog migrate-inventory cutover adapter status
+.PHONY: run run-proxy build test check fmt lint migrate-catalog migrate-inventory cutover adapter status shadow
 
 ## run: build (release) and start the sample migration with the root routes.yaml: the legacy
 ## monolith (8081), catalog-service (8082), inventory-service (8083) and the proxy (8080,
