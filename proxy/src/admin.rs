@@ -34,6 +34,9 @@ impl Handler for Admin {
             (&Method::GET | &Method::HEAD, "/shadow") => {
                 json_response(StatusCode::OK, &live.shadow().report())
             }
+            (&Method::GET | &Method::HEAD, "/promotions") => {
+                json_response(StatusCode::OK, &live.promotions().report())
+            }
             (&Method::POST, "/reload") => match reload::reload_async(live, "admin").await {
                 Ok(version) => json_response(StatusCode::OK, &json!({ "version": version })),
                 Err(errors) => json_response(
@@ -49,7 +52,7 @@ impl Handler for Admin {
                 );
                 resp
             }
-            (_, "/healthz" | "/routes" | "/reload" | "/metrics" | "/shadow") => {
+            (_, "/healthz" | "/routes" | "/reload" | "/metrics" | "/shadow" | "/promotions") => {
                 let mut resp = json_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &json!({"error": "method not allowed"}),
