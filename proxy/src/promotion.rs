@@ -368,6 +368,34 @@ impl Promotions {
             .promotion_percent(name, f64::from(share) / 100.0);
     }
 
+    /// Restarts a route's plan from the file's mode (after a rollback, once the candidate
+    /// is fixed). Returns false when the route has no plan.
+    pub fn restart(&self, name: &str) -> bool {
+        let Some(p) = lock(&self.routes).get(name).cloned() else {
+            return false;
+        };
+        let fresh = {
+            let s = lock(&p.state);
+            RoutePromotion::new(&s.route, &s.plan)
+        };
+        let fresh_state = fresh.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let (mode, share) = effective(fresh_state.phase, &fresh_state.plan, &fresh_state.route);
+        let mut s = lock(&p.state);
+        let mut history = std::mem::take(&mut s.history);
+        push(
+            &mut history,
+            json!({"at": now_text(), "decision": "restart", "from": phase_name(s.phase, &s.plan), "to": phase_name(fresh_state.phase, &fresh_state.plan), "evidence": "restarted by a person (POST /promotions/NAME/restart)"}),
+        );
+        *s = fresh_state;
+        s.history = history;
+        *lock(&p.window) = Window::default();
+        p.set(mode, share);
+        self.metrics
+            .promotion_percent(name, f64::from(share) / 100.0);
+        tracing::info!(route = name, "promotion plan restarted by a person");
+        true
+    }
+
     /// `GET /promotions`.
     pub fn report(&self) -> Value {
         let routes: Vec<(String, Arc<RoutePromotion>)> = lock(&self.routes)

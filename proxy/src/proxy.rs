@@ -222,10 +222,13 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     .await;
     let upstream_latency = sent.elapsed();
     let served_by = outcome.served_by.clone();
-    let failed = match &outcome.result {
-        Ok(r) => r.status().is_server_error(),
-        Err(_) => true,
-    };
+    // The upstream's own outcome: a request that failed over to the fallback still counts
+    // as a failure of the upstream (for promotion evidence).
+    let failed = outcome.failover.is_some()
+        || match &outcome.result {
+            Ok(r) => r.status().is_server_error(),
+            Err(_) => true,
+        };
     let mut resp = match outcome.result {
         Ok(resp) => resp,
         Err(kind) => upstream_failure(

@@ -125,7 +125,7 @@ pub fn render_promotions(doc: &serde_json::Value) -> String {
         if let Some(rb) = p["rolled_back"].as_object() {
             let _ = writeln!(
                 out,
-                "    ROLLED BACK at {} from {}: {}\n    evidence: {}\n    stays in shadow until the route is edited (e.g. strangler set-mode {name} canary --percent N)",
+                "    ROLLED BACK at {} from {}: {}\n    evidence: {}\n    stays in shadow until a person acts: edit the route, or POST /promotions/{name}/restart once the candidate is fixed",
                 rb.get("at").and_then(|v| v.as_str()).unwrap_or("?"),
                 rb.get("from").and_then(|v| v.as_str()).unwrap_or("?"),
                 rb.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
