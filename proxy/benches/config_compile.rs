@@ -15,7 +15,7 @@ fn parse_and_compile(c: &mut Criterion) {
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(4));
+        .measurement_time(Duration::from_secs(6));
     group.bench_function("parse_compile/10000", |b| {
         b.iter(|| {
             let checked = match config::parse(std::hint::black_box(&yaml)) {
