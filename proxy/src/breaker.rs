@@ -59,14 +59,20 @@ impl Breaker {
 
     /// Whether a request may go to the upstream now.
     pub fn allow(&self, policy: &BreakerPolicy) -> bool {
+        self.allow_with_change(policy).0
+    }
+
+    /// Whether a request may go to the upstream now, and the new phase when letting it
+    /// through moved the breaker to half-open.
+    pub fn allow_with_change(&self, policy: &BreakerPolicy) -> (bool, Option<Phase>) {
         let mut s = self.lock();
         let now = Instant::now();
-        match s.phase {
+        let allowed = match s.phase {
             Phase::Closed => true,
             Phase::Open if now.duration_since(s.opened_at) >= policy.open_for => {
                 s.phase = Phase::HalfOpen;
                 s.probe_started = Some(now);
-                true
+                return (true, Some(Phase::HalfOpen));
             }
             Phase::Open => false,
             // One probe at a time; a probe that never reported back is replaced after a while.
@@ -77,7 +83,8 @@ impl Breaker {
                     true
                 }
             },
-        }
+        };
+        (allowed, None)
     }
 
     /// Records a request's outcome. Returns the new phase when it changed.

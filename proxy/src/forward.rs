@@ -212,7 +212,12 @@ async fn send_once(
 ) -> Result<Response<Body>, FailureKind> {
     let up = &target.upstream;
     if let Some(policy) = &up.circuit_breaker {
-        if !target.health.breaker.allow(policy) {
+        let (allowed, change) = target.health.breaker.allow_with_change(policy);
+        if let Some(phase) = change {
+            tracing::info!(upstream = %up.name, ?phase, "circuit breaker letting a probe through");
+            metrics.circuit(&target.name, phase);
+        }
+        if !allowed {
             metrics.upstream_error(&target.name, FailureKind::CircuitOpen);
             return Err(FailureKind::CircuitOpen);
         }

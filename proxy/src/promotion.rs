@@ -70,6 +70,9 @@ struct State {
     phase_shadow: (u64, u64),
     window_shadow: (u64, u64),
     last_eval: Instant,
+    /// Set when the plan (re)starts: the first evaluation only records where the shadow
+    /// counts stand, so the plan is judged on new evidence alone.
+    needs_baseline: bool,
     rollback: Option<Value>,
     history: VecDeque<Value>,
 }
@@ -129,6 +132,7 @@ impl RoutePromotion {
                 phase_shadow: (0, 0),
                 window_shadow: (0, 0),
                 last_eval: now,
+                needs_baseline: true,
                 rollback: None,
                 history: VecDeque::new(),
             }),
@@ -206,7 +210,10 @@ impl Promotions {
             .iter()
             .map(|r| {
                 let plan = r.promote.as_ref()?;
-                let keep = map.get(&r.name).filter(|p| lock(&p.state).route == *r).cloned();
+                let keep = map
+                    .get(&r.name)
+                    .filter(|p| same_route(&lock(&p.state).route, r))
+                    .cloned();
                 Some(keep.unwrap_or_else(|| {
                     let p = Arc::new(RoutePromotion::new(r, plan));
                     tracing::info!(route = %r.name, mode = r.mode.as_str(), "promotion plan (re)started");
@@ -242,6 +249,12 @@ impl Promotions {
         s.last_eval = Instant::now();
         let window = std::mem::take(&mut *lock(&p.window));
         let (compared, matched) = shadow.counts(name);
+        if s.needs_baseline {
+            s.needs_baseline = false;
+            s.phase_shadow = (compared, matched);
+            s.window_shadow = (compared, matched);
+            return;
+        }
         let w_compared = compared.saturating_sub(s.window_shadow.0);
         let w_matched = matched.saturating_sub(s.window_shadow.1);
         s.window_shadow = (compared, matched);
@@ -424,6 +437,16 @@ impl Promotions {
         }
         json!({ "routes": out })
     }
+}
+
+/// Whether a reload left a route's definition unchanged (its line may move when other parts
+/// of the file change).
+fn same_route(a: &Route, b: &Route) -> bool {
+    let strip = |r: &Route| Route {
+        line: 0,
+        ..r.clone()
+    };
+    strip(a) == strip(b)
 }
 
 fn push(history: &mut VecDeque<Value>, v: Value) {

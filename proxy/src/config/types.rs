@@ -241,7 +241,7 @@ pub struct RouteMatch {
 }
 
 /// How a route's path is matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathMatch {
     /// This path only.

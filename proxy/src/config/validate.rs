@@ -399,6 +399,7 @@ impl Validator<'_> {
         };
         let mut routes: Vec<Route> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut by_path: HashMap<PathMatch, Vec<usize>> = HashMap::new();
         for item in items {
             // Duplicates are found by name alone, so one is reported even when either route
             // has other problems.
@@ -421,7 +422,13 @@ impl Validator<'_> {
             if duplicate.is_some() {
                 continue;
             }
-            if let Some(earlier) = routes.iter().find(|r| hides(r, &route)) {
+            // Only routes with the same path can hide one another: look those up by path.
+            let same_path = by_path.entry(route.matcher.path.clone()).or_default();
+            if let Some(earlier) = same_path
+                .iter()
+                .map(|&i| &routes[i])
+                .find(|r| hides(r, &route))
+            {
                 self.warn(
                     item.pos,
                     format!(
@@ -430,6 +437,10 @@ impl Validator<'_> {
                     ),
                 );
             }
+            by_path
+                .entry(route.matcher.path.clone())
+                .or_default()
+                .push(routes.len());
             routes.push(route);
         }
         routes
