@@ -86,7 +86,7 @@ pub async fn forward(
                 target,
                 &method,
                 &path_and_query,
-                &headers,
+                headers,
                 body,
                 client_upgrade,
                 metrics,
@@ -117,7 +117,7 @@ pub async fn forward(
             target,
             &method,
             &path_and_query,
-            &headers,
+            headers.clone(),
             full(&bytes),
             None,
             metrics,
@@ -159,7 +159,7 @@ pub async fn forward(
                 fallback,
                 &method,
                 &path_and_query,
-                &headers,
+                headers.clone(),
                 full(&bytes),
                 None,
                 metrics,
@@ -205,7 +205,7 @@ async fn send_once(
     target: &Target,
     method: &Method,
     path_and_query: &str,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: Body,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     metrics: &Metrics,
@@ -236,7 +236,7 @@ async fn send_once(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.parse::<Uri>().map_err(|_| FailureKind::Protocol)?;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers.clone();
+    *req.headers_mut() = headers;
     let upgrading = client_upgrade.is_some();
 
     let result = match tokio::time::timeout(up.timeout, target.client().request(req)).await {

@@ -338,8 +338,12 @@ fn check_request(req: &Request<Incoming>, limits: &Limits) -> Result<(), Rejecti
             limits.max_headers
         )));
     }
+    let uri = req.uri();
+    let uri_bytes = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 3)
+        + uri.scheme_str().map_or(0, str::len);
     let head_bytes = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + uri_bytes
         + 12
         + req
             .headers()
