@@ -101,10 +101,14 @@ pub async fn forward(
         }
         OutBody::Replayable(bytes) => bytes,
     };
-    let full = |b: &Bytes| {
-        http_body_util::Full::new(b.clone())
+    // Each attempt sends the same request again, on the target it is given.
+    let (m, pq, h) = (&method, &path_and_query, &headers);
+    let replay = move |t: Arc<Target>| {
+        let body = http_body_util::Full::new(bytes.clone())
             .map_err(|never| match never {})
-            .boxed()
+            .boxed();
+        let headers = h.clone();
+        async move { send_once(&t, m, pq, headers, body, None, metrics).await }
     };
     let retries = route.and_then(|r| r.retries.as_ref());
     if let Some(r) = retries {
@@ -113,16 +117,7 @@ pub async fn forward(
     let mut attempts = 0;
     let (result, failure) = loop {
         attempts += 1;
-        let result = send_once(
-            target,
-            &method,
-            &path_and_query,
-            headers.clone(),
-            full(&bytes),
-            None,
-            metrics,
-        )
-        .await;
+        let result = replay(target.clone()).await;
         let failure = classify(&result);
         let retry = match (failure, retries) {
             (Some(f), Some(r)) => r.on.contains(&f) && attempts <= r.attempts,
@@ -155,16 +150,7 @@ pub async fn forward(
             tracing::warn!(route = route_name, upstream = %target.upstream.name, reason, attempts, "failing over to the fallback");
             metrics.failover(route_name, reason);
             drop(result);
-            let result = send_once(
-                fallback,
-                &method,
-                &path_and_query,
-                headers.clone(),
-                full(&bytes),
-                None,
-                metrics,
-            )
-            .await;
+            let result = replay(fallback.clone()).await;
             Outcome {
                 result,
                 served_by: fallback.clone(),
