@@ -29,28 +29,12 @@ struct Args {
     log_format: String,
 }
 
-fn db_path(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(path) = flag {
-        return path;
-    }
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let path = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .unwrap_or(&url);
-            PathBuf::from(path)
-        }
-        _ => PathBuf::from("legacy-monolith.db"),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     shop_api::http::init_tracing(args.log_format == "json");
     let options = legacy_monolith::Options {
-        db: db_path(args.db),
+        db: shop_api::service::db_path(args.db, "legacy-monolith.db"),
         config: args.config,
         seed_products: args.seed_products,
     };

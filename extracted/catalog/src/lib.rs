@@ -1,27 +1,28 @@
 //! `catalog-service`: the catalog cut out of the sample monolith. It owns products in its own
-//! SQLite database and serves the same `/api/products` API, byte for byte.
+//! SQLite database and serves the same `/api/products` API, byte for byte, from the
+//! [`shop_catalog`] crate the monolith serves too; [`shop_api::service`] does the rest.
 //!
-//! # Layout
-//!
-//! - [`import`]: copies products from the monolith through its public API.
+//! `catalog-service import --from URL` copies every product from the monolith's public API
+//! (`GET /api/products`, page by page in id order), keeping ids and `updated_at` so both
+//! answer alike. Products deleted from the monolith after an import are not deleted here.
 #![warn(missing_docs)]
 
-pub mod import;
+use shop_api::import::{always, Import};
+use shop_api::service::Service;
+use shop_api::wire::Product;
+use shop_catalog::CatalogStore;
 
-use std::path::Path;
-
-use axum::routing::get;
-use axum::Router;
-use shop_api::Db;
-
-/// Opens (creating and migrating) the service's database.
-pub fn open_db(path: &Path) -> rusqlite::Result<Db> {
-    Db::open(path, &[shop_catalog::SCHEMA, import::SCHEMA].concat())
-}
-
-/// The service's HTTP API.
-pub fn app(db: Db) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(shop_catalog::routes(shop_catalog::CatalogStore::new(db)))
-}
+/// The catalog service.
+pub const SERVICE: Service<Product> = Service {
+    name: "catalog-service",
+    about: "The catalog service extracted from the sample monolith.",
+    listen: "127.0.0.1:8082",
+    schema: shop_catalog::SCHEMA,
+    routes: |db| shop_catalog::routes(CatalogStore::new(db)),
+    import: Import {
+        rows: "products",
+        path: "/api/products",
+        save: shop_catalog::store::upsert,
+        check: always,
+    },
+};

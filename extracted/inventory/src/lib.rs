@@ -1,30 +1,43 @@
 //! `inventory-service`: the inventory cut out of the sample monolith. It owns stock and
 //! reservations in its own SQLite database and serves the same `/api/inventory` API, byte for
-//! byte.
+//! byte, from the [`shop_inventory`] crate the monolith serves too; [`shop_api::service`]
+//! does the rest.
 //!
-//! # Layout
-//!
-//! - [`import`]: copies stock levels from the monolith through its public API.
+//! `inventory-service import --from URL` copies every stock level from the monolith's public
+//! API (`GET /api/inventory`, page by page in SKU order). Stock levels only: reservations stay
+//! with the owner that made them (the units they hold are in the imported `reserved` count).
+//! Once this service holds reservations of its own it owns the stock, and an import, which
+//! would overwrite live counts, is refused.
 #![warn(missing_docs)]
 
-pub mod import;
+use shop_api::import::Import;
+use shop_api::service::Service;
+use shop_api::wire::StockLevel;
+use shop_inventory::InventoryStore;
 
-use std::path::Path;
+/// The inventory service.
+pub const SERVICE: Service<StockLevel> = Service {
+    name: "inventory-service",
+    about: "The inventory service extracted from the sample monolith.",
+    listen: "127.0.0.1:8083",
+    schema: shop_inventory::SCHEMA,
+    routes: |db| shop_inventory::routes(InventoryStore::new(db)),
+    import: Import {
+        rows: "stock levels",
+        path: "/api/inventory",
+        save: shop_inventory::store::upsert,
+        check: refuse_once_owned,
+    },
+};
 
-use axum::routing::get;
-use axum::Router;
-use shop_api::Db;
-
-/// Opens (creating and migrating) the service's database.
-pub fn open_db(path: &Path) -> rusqlite::Result<Db> {
-    Db::open(path, &[shop_inventory::SCHEMA, import::SCHEMA].concat())
-}
-
-/// The service's HTTP API.
-pub fn app(db: Db) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(shop_inventory::routes(shop_inventory::InventoryStore::new(
-            db,
-        )))
+/// Refuses an import once this service holds reservations of its own.
+fn refuse_once_owned(c: &rusqlite::Connection) -> anyhow::Result<()> {
+    let owned = shop_inventory::store::reservation_count(c)?;
+    if owned > 0 {
+        anyhow::bail!(
+            "this service already holds {owned} reservations of its own: it owns the stock now, \
+             and importing would overwrite live counts"
+        );
+    }
+    Ok(())
 }
