@@ -7,7 +7,7 @@ use shop_api::wire::{Reservation, ReserveRequest};
 use shop_api::RequestId;
 pub use shop_inventory::{routes, InventoryStore, IDEMPOTENCY_KEY, SCHEMA};
 
-use crate::ports::{Inventory, PortError};
+use crate::ports::{Hold, Inventory, PortError};
 
 /// The local [`Inventory`]: this module, called in-process.
 #[derive(Debug, Clone)]
@@ -19,22 +19,13 @@ impl Inventory for LocalInventory {
         "local".into()
     }
 
-    async fn reserve(
-        &self,
-        sku: &str,
-        qty: i64,
-        order_ref: &str,
-        idempotency_key: &str,
-        _rid: &RequestId,
-    ) -> Result<Reservation, PortError> {
+    async fn reserve(&self, hold: Hold<'_>, _rid: &RequestId) -> Result<Reservation, PortError> {
         let req = ReserveRequest {
-            qty,
-            order_ref: order_ref.to_string(),
+            qty: hold.qty,
+            order_ref: hold.order_ref.to_string(),
         };
-        Ok(self
-            .0
-            .reserve(sku.to_string(), req, Some(idempotency_key.to_string()))
-            .await?)
+        let key = Some(hold.idempotency_key.to_string());
+        Ok(self.0.reserve(hold.sku.to_string(), req, key).await?)
     }
 
     async fn release_order(&self, order_ref: &str, _rid: &RequestId) -> Result<i64, PortError> {

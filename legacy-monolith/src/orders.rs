@@ -22,7 +22,7 @@ use shop_api::wire::{now_rfc3339, Order, OrderLine, OrderRequest, Page, Paging, 
 use shop_api::{ApiError, ApiJson, ApiQuery, Db, RequestId};
 use strangler::adapter::Adapter;
 
-use crate::ports::{Catalog, Inventory, PortError};
+use crate::ports::{Catalog, Hold, Inventory, PortError};
 
 /// The orders' tables.
 pub const SCHEMA: &str = "
@@ -133,10 +133,13 @@ impl Orders {
         let order_ref = format!("ord-{:016x}", fastrand::u64(..));
         for (i, line) in lines.iter_mut().enumerate() {
             let key = format!("{order_ref}:{i}");
-            match inventory
-                .reserve(&line.sku, line.qty, &order_ref, &key, rid)
-                .await
-            {
+            let hold = Hold {
+                sku: &line.sku,
+                qty: line.qty,
+                order_ref: &order_ref,
+                idempotency_key: &key,
+            };
+            match inventory.reserve(hold, rid).await {
                 Ok(Reservation { reservation_id, .. }) => line.reservation_id = reservation_id,
                 Err(e) => {
                     let released = self

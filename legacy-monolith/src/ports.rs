@@ -68,21 +68,27 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Page<Product>, PortError>;
 }
 
+/// One order line's stock to hold: what [`Inventory::reserve`] is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold<'a> {
+    /// The SKU.
+    pub sku: &'a str,
+    /// How many units.
+    pub qty: i64,
+    /// The order the units are held for (what [`Inventory::release_order`] releases).
+    pub order_ref: &'a str,
+    /// The same key always gives the same reservation, so a retried call never holds stock
+    /// twice.
+    pub idempotency_key: &'a str,
+}
+
 /// Stock, as orders need it.
 #[async_trait]
 pub trait Inventory: Send + Sync {
     /// `local` or `remote (URL)`: recorded with each order so its stock can be found later.
     fn owner(&self) -> String;
-    /// Holds `qty` units of `sku` for `order_ref`. The same `idempotency_key` always gives
-    /// the same reservation, so a retried call never holds stock twice.
-    async fn reserve(
-        &self,
-        sku: &str,
-        qty: i64,
-        order_ref: &str,
-        idempotency_key: &str,
-        rid: &RequestId,
-    ) -> Result<Reservation, PortError>;
+    /// Holds stock for an order line; idempotent by the hold's key.
+    async fn reserve(&self, hold: Hold<'_>, rid: &RequestId) -> Result<Reservation, PortError>;
     /// Releases every reservation held for `order_ref` (including any whose answer was
     /// lost) and refuses later ones for it. Harmless to repeat. Returns how many it released.
     async fn release_order(&self, order_ref: &str, rid: &RequestId) -> Result<i64, PortError>;

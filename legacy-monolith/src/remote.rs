@@ -20,7 +20,7 @@ use strangler::config::Upstream;
 
 use crate::breaker::{BreakerSettings, CircuitBreaker};
 use crate::inventory::IDEMPOTENCY_KEY;
-use crate::ports::{from_status, Catalog, Inventory, PortError};
+use crate::ports::{from_status, Catalog, Hold, Inventory, PortError};
 
 /// How a remote client behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,18 +285,11 @@ impl Inventory for RemoteInventory {
         format!("remote {}", self.0.settings.base)
     }
 
-    async fn reserve(
-        &self,
-        sku: &str,
-        qty: i64,
-        order_ref: &str,
-        idempotency_key: &str,
-        rid: &RequestId,
-    ) -> Result<Reservation, PortError> {
-        let url = self.0.url(&["api", "inventory", sku, "reserve"], &[]);
+    async fn reserve(&self, hold: Hold<'_>, rid: &RequestId) -> Result<Reservation, PortError> {
+        let url = self.0.url(&["api", "inventory", hold.sku, "reserve"], &[]);
         let body = ReserveRequest {
-            qty,
-            order_ref: order_ref.to_string(),
+            qty: hold.qty,
+            order_ref: hold.order_ref.to_string(),
         };
         // Idempotent because of the key: a retry after a lost answer returns the reservation
         // the first attempt made instead of holding the stock twice.
@@ -305,7 +298,7 @@ impl Inventory for RemoteInventory {
                 Method::POST,
                 url,
                 Some(&body),
-                &[(IDEMPOTENCY_KEY, idempotency_key)],
+                &[(IDEMPOTENCY_KEY, hold.idempotency_key)],
                 Idempotent::Yes,
                 rid,
             )

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use legacy_monolith::catalog::{CatalogStore, LocalCatalog};
 use legacy_monolith::inventory::{InventoryStore, LocalInventory};
 use legacy_monolith::orders::Orders;
-use legacy_monolith::ports::{Catalog, Inventory, PortError};
+use legacy_monolith::ports::{Catalog, Hold, Inventory, PortError};
 use shop_api::wire::{OrderItem, OrderRequest, ProductInput, Reservation, ReserveRequest};
 use shop_api::{Db, RequestId};
 use strangler::adapter::Adapter;
@@ -151,18 +151,11 @@ impl Inventory for FailsAfter {
     fn owner(&self) -> String {
         "local".into()
     }
-    async fn reserve(
-        &self,
-        sku: &str,
-        qty: i64,
-        r: &str,
-        key: &str,
-        rid: &RequestId,
-    ) -> Result<Reservation, PortError> {
+    async fn reserve(&self, hold: Hold<'_>, rid: &RequestId) -> Result<Reservation, PortError> {
         if self.ok.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
             return Err(PortError::Unavailable("down".into()));
         }
-        self.inner.reserve(sku, qty, r, key, rid).await
+        self.inner.reserve(hold, rid).await
     }
     async fn release_order(&self, r: &str, rid: &RequestId) -> Result<i64, PortError> {
         self.inner.release_order(r, rid).await

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use legacy_monolith::breaker::BreakerSettings;
-use legacy_monolith::ports::{Catalog, Inventory, PortError};
+use legacy_monolith::ports::{Catalog, Hold, Inventory, PortError};
 use legacy_monolith::remote::{RemoteCatalog, RemoteInventory, RemoteSettings};
 use shop_api::RequestId;
 
@@ -34,6 +34,16 @@ fn settings(base: &str, threshold: u32) -> RemoteSettings {
 
 fn rid() -> RequestId {
     RequestId("remote-test".into())
+}
+
+/// One unit of `SKU-1` for `order_ref`.
+fn hold<'a>(order_ref: &'a str, idempotency_key: &'a str) -> Hold<'a> {
+    Hold {
+        sku: "SKU-1",
+        qty: 1,
+        order_ref,
+        idempotency_key,
+    }
 }
 
 #[tokio::test]
@@ -109,7 +119,7 @@ async fn down_service_fails_fast_once_the_circuit_is_open_and_recovers_when_back
     drop(listener);
     let inventory = RemoteInventory::new(settings(&format!("http://{addr}"), 3)).unwrap();
     let e = inventory
-        .reserve("SKU-1", 1, "o-1", "o-1:0", &rid())
+        .reserve(hold("o-1", "o-1:0"), &rid())
         .await
         .unwrap_err();
     assert!(matches!(e, PortError::Unavailable(_)), "{e:?}");
@@ -167,7 +177,7 @@ async fn answers_from_a_live_service_are_not_failures() {
     let inventory = RemoteInventory::new(settings(&base, 2)).unwrap();
     for _ in 0..4 {
         let e = inventory
-            .reserve("SKU-1", 1, "o", "o:0", &rid())
+            .reserve(hold("o", "o:0"), &rid())
             .await
             .unwrap_err();
         assert_eq!(e, PortError::Refused("insufficient stock".into()));
