@@ -41,6 +41,10 @@ enum Command {
         /// Worker threads serving traffic (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Zero-downtime binary upgrades: listen on this Unix socket; a new process started
+        /// with the same flag takes over the listening sockets and this one drains and exits.
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
     },
     /// Validate the config: exit 0 when usable, 1 when not.
     Check {
@@ -156,6 +160,7 @@ pub fn main() -> ExitCode {
             log_format,
             shutdown_timeout,
             workers,
+            upgrade_socket,
         } => {
             logging::init(log_format);
             let opts = RunOptions {
@@ -164,6 +169,7 @@ pub fn main() -> ExitCode {
                 admin,
                 shutdown_timeout,
                 workers,
+                upgrade_socket,
             };
             match run::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -392,7 +398,7 @@ fn edit(path: &std::path::Path, change: impl FnOnce(&str) -> Result<String, Stri
             return ExitCode::FAILURE;
         }
     };
-    if let Err(diags) = config::parse(&new) {
+    if let Err(diags) = config::parse_at(&new, &config::config_dir(path)) {
         eprintln!("{display}: not changed: the edit would make the file invalid:");
         for d in diags
             .iter()

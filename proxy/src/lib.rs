@@ -11,6 +11,11 @@
 //! - [`proxy`]: the per-request forwarding path; [`headers`]: hop-by-hop and X-Forwarded-*.
 //! - [`upstream`]: pooled upstream clients and failure classification (502 vs 504).
 //! - [`server`]: the accept loop, connection limits and timeouts, graceful shutdown.
+//! - [`tls`]: rustls server (SNI, ALPN) and upstream client configs; [`redirect`]: the
+//!   plain-HTTP listener that redirects to HTTPS.
+//! - [`trusted`]: trusted proxies, whose `X-Forwarded-*` are believed.
+//! - [`body_limit`]: a route's `max_body_bytes` on a streaming body.
+//! - [`handover`]: zero-downtime binary upgrades, listening sockets passed to the new process.
 //! - [`shadow`]: shadow copies, the comparer (`shadow::compare`) and its reports.
 //! - [`admin`]: the admin API; [`metrics`]: Prometheus metrics.
 //! - [`run`], [`cli`], [`explain`], [`status`], [`logging`]: the command line.
@@ -18,20 +23,25 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod body_limit;
 pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod explain;
+pub mod handover;
 pub mod headers;
 pub mod logging;
 pub mod matcher;
 pub mod metrics;
 pub mod normalize;
 pub mod proxy;
+pub mod redirect;
 pub mod reload;
 pub mod run;
 pub mod server;
 pub mod shadow;
 pub mod snapshot;
 pub mod status;
+pub mod tls;
+pub mod trusted;
 pub mod upstream;

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::body_limit::LimitedBody;
 use crate::canary;
 use crate::config::{Limits, Mode};
 use crate::headers::{self, X_REQUEST_ID};
@@ -129,7 +130,34 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let mut prepared = prepare(req, &target, &path_and_query, peer, &request_id);
+    let route_cfg = decision.route.map(|i| &snap.config.routes[i]);
+    let body_limit = route_cfg.and_then(|r| r.max_body_bytes);
+    let timeout = route_cfg
+        .and_then(|r| r.timeout)
+        .unwrap_or(target.upstream.timeout);
+    let declared_over =
+        body_limit.filter(|limit| declared_length(req.headers()).is_some_and(|n| n > *limit));
+    let mut limit_watch = None;
+    let mut prepared = match declared_over {
+        // Refused before a byte goes upstream.
+        Some(limit) => Err(Stop::TooLarge(limit)),
+        None => {
+            let hop = HopInfo {
+                peer,
+                tls: req.extensions().get::<TlsConnection>().is_some(),
+                trusted: crate::trusted::is_trusted(&snap.config.trusted_proxies, peer.ip()),
+            };
+            prepare(req, &target, &path_and_query, hop, &request_id).map(|mut p| {
+                if let Some(limit) = body_limit {
+                    let body = std::mem::replace(p.req.body_mut(), full(Bytes::new()));
+                    let (limited, exceeded) = LimitedBody::new(body, limit);
+                    *p.req.body_mut() = limited.boxed();
+                    limit_watch = Some((limit, exceeded));
+                }
+                p
+            })
+        }
+    };
     let mut job = match (decision.route, &prepared) {
         (Some(i), Ok(p)) if snap.config.routes[i].mode == Mode::Shadow => live.shadow().plan(
             &snap.config.routes[i],
@@ -152,16 +180,25 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     }
     let sent = Instant::now();
     let result = match prepared {
-        Ok(p) => send(p, &target).await,
-        Err(kind) => Err(kind),
+        Ok(p) => match limit_watch {
+            // A body going over its limit ends the exchange: dropping the send future drops
+            // the upstream request mid-body, so the upstream never sees it complete.
+            Some((limit, exceeded)) => tokio::select! {
+                r = send(p, &target, timeout) => r,
+                _ = exceeded.wait() => Err(Stop::TooLarge(limit)),
+            },
+            None => send(p, &target, timeout).await,
+        },
+        Err(stop) => Err(stop),
     };
     let upstream_latency = sent.elapsed();
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(kind) => {
+        Err(Stop::Upstream(kind)) => {
             live.metrics().upstream_error(&upstream_label, kind);
             upstream_failure(kind, route_name, &target.upstream.name)
         }
+        Err(Stop::TooLarge(limit)) => too_large(limit, route_name),
     };
     if let Some(job) = job {
         let mut primary = Primary {
@@ -212,6 +249,51 @@ fn result_ok(resp: &Response<Body>) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct MadeByProxy;
 
+/// Marks requests that arrived on a TLS connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsConnection;
+
+/// Why a request was not answered by its upstream.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The upstream failed (502/504).
+    Upstream(FailureKind),
+    /// The request body is over the route's `max_body_bytes` (413).
+    TooLarge(u64),
+}
+
+/// The hop a request came in on.
+#[derive(Debug, Clone, Copy)]
+struct HopInfo {
+    peer: SocketAddr,
+    tls: bool,
+    trusted: bool,
+}
+
+/// The request body length a client declared, if it declared one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The 413 a client gets for a body over the route's limit.
+fn too_large(limit: u64, route: Option<&str>) -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &serde_json::json!({
+            "error": format!("request body larger than {limit} bytes"),
+            "route": route,
+        }),
+    );
+    // Whatever of the body is still unread is not worth reading.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.extensions_mut().insert(MadeByProxy);
+    resp
+}
+
 /// A request ready to go upstream.
 struct Prepared {
     req: Request<Body>,
@@ -225,9 +307,9 @@ fn prepare(
     mut req: Request<Incoming>,
     target: &Target,
     path_and_query: &str,
-    peer: SocketAddr,
+    hop: HopInfo,
     request_id: &HeaderValue,
-) -> Result<Prepared, FailureKind> {
+) -> Result<Prepared, Stop> {
     let upgrading = headers::is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -241,14 +323,25 @@ fn prepare(
     let mut uri = String::with_capacity(
         up.origin.as_str().len() + up.base_path.len() + path_and_query.len() + 8,
     );
-    uri.push_str("http://");
+    uri.push_str(up.scheme());
+    uri.push_str("://");
     uri.push_str(up.origin.as_str());
     uri.push_str(&up.base_path);
     uri.push_str(path_and_query);
-    parts.uri = uri.parse::<Uri>().map_err(|_| FailureKind::Protocol)?;
+    parts.uri = uri
+        .parse::<Uri>()
+        .map_err(|_| Stop::Upstream(FailureKind::Protocol))?;
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
-    headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref());
+    headers::set_forwarded(
+        &mut parts.headers,
+        headers::Hop {
+            peer: hop.peer.ip(),
+            host: host.as_ref(),
+            tls: hop.tls,
+            trusted: hop.trusted,
+        },
+    );
     match host {
         Some(h) => {
             parts.headers.insert(header::HOST, h);
@@ -266,19 +359,23 @@ fn prepare(
 }
 
 /// Sends a prepared request and returns the response, headers cleaned; tunnels an upgrade.
-async fn send(prepared: Prepared, target: &Target) -> Result<Response<Body>, FailureKind> {
+/// `timeout` bounds the wait for the response headers (the route's, else the upstream's).
+async fn send(
+    prepared: Prepared,
+    target: &Target,
+    timeout: std::time::Duration,
+) -> Result<Response<Body>, Stop> {
     let up = &target.upstream;
-    let mut resp = match tokio::time::timeout(up.timeout, target.client().request(prepared.req))
-        .await
+    let mut resp = match tokio::time::timeout(timeout, target.client().request(prepared.req)).await
     {
         Err(_elapsed) => {
-            tracing::warn!(upstream = %up.name, timeout = ?up.timeout, "upstream response timed out");
-            return Err(FailureKind::Timeout);
+            tracing::warn!(upstream = %up.name, timeout = ?timeout, "upstream response timed out");
+            return Err(Stop::Upstream(FailureKind::Timeout));
         }
         Ok(Err(e)) => {
             let kind = FailureKind::of(&e);
             tracing::warn!(upstream = %up.name, kind = kind.as_str(), error = %error_chain(&e), "upstream request failed");
-            return Err(kind);
+            return Err(Stop::Upstream(kind));
         }
         Ok(Ok(resp)) => resp,
     };

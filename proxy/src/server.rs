@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Limits;
@@ -73,6 +73,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// The limits for a new connection (the live config's, so a reload applies to new
     /// connections).
     fn limits(&self) -> Limits;
+
+    /// For a TLS listener, the server config a new connection handshakes with (the live
+    /// config's, so reloaded certificates apply to new connections); `None` for plain TCP.
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
 }
 
 /// Accepts connections on `listener` until shutdown, serving each with `handler`; then
@@ -109,10 +115,25 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let limits = handler.limits();
+        let tls = handler.tls();
         let shutdown = shutdown.clone();
         let drain = drain.clone();
         connections.spawn(async move {
-            serve_connection(stream, peer, &limits, handler, shutdown).await;
+            match tls {
+                None => serve_connection(stream, peer, &limits, handler, shutdown, false).await,
+                Some(config) => {
+                    // The handshake counts against the header-read timeout: a client that
+                    // opens a connection and says nothing is cut off either way.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, &limits, handler, shutdown, true).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
             drop(drain);
         });
@@ -123,13 +144,17 @@ pub async fn serve<H: Handler>(
     connections.wait().await;
 }
 
-async fn serve_connection<H: Handler>(
-    stream: TcpStream,
+async fn serve_connection<H, S>(
+    stream: S,
     peer: SocketAddr,
     limits: &Limits,
     handler: H,
     mut shutdown: ShutdownRx,
-) {
+    tls: bool,
+) where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -143,6 +168,9 @@ async fn serve_connection<H: Handler>(
         activity.request_started();
         if activity.framing_conflict.swap(false, Ordering::Relaxed) {
             req.extensions_mut().insert(FramingConflict);
+        }
+        if tls {
+            req.extensions_mut().insert(crate::proxy::TlsConnection);
         }
         async move {
             let resp = handler.call(req, peer).await;
@@ -351,10 +379,10 @@ impl hyper::body::Body for GuardedBody {
     }
 }
 
-/// A TCP stream that records when bytes move, and scans request heads for framing
-/// conflicts.
-struct TrackedIo {
-    inner: TcpStream,
+/// A client stream (TCP, or TLS over TCP) that records when bytes move, and scans request
+/// heads for framing conflicts.
+struct TrackedIo<S> {
+    inner: S,
     activity: Arc<Activity>,
     scan: HeadScan,
 }
@@ -418,7 +446,7 @@ impl HeadScan {
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -442,7 +470,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -23,7 +23,7 @@ pub struct Target {
 impl Target {
     /// The calling thread's pooled client for this upstream.
     pub fn client(&self) -> HttpClient {
-        upstream::client(self.upstream.connect_timeout)
+        upstream::client(self.upstream.connect_timeout, self.upstream.tls.as_ref())
     }
 }
 
@@ -112,6 +112,7 @@ fn unreachable_target(name: &str) -> Arc<Target> {
             base_path: String::new(),
             timeout: crate::config::DEFAULT_TIMEOUT,
             connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
         },
     })
 }
