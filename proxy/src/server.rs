@@ -162,9 +162,12 @@ async fn serve_connection<H, S>(
         scan: HeadScan::default(),
     });
     let service_activity = activity.clone();
+    let draining = shutdown.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
         let activity = service_activity.clone();
+        let draining = draining.clone();
+        let http1 = req.version() < http::Version::HTTP_2;
         activity.request_started();
         if activity.framing_conflict.swap(false, Ordering::Relaxed) {
             req.extensions_mut().insert(FramingConflict);
@@ -173,7 +176,15 @@ async fn serve_connection<H, S>(
             req.extensions_mut().insert(crate::proxy::TlsConnection);
         }
         async move {
-            let resp = handler.call(req, peer).await;
+            let mut resp = handler.call(req, peer).await;
+            if http1 && *draining.borrow() {
+                // Shutting down (or handing over to a new process): this connection's last
+                // answer. hyper closes an HTTP/1 connection after a `Connection: close`.
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             let guard = RequestGuard(activity);
             Ok::<_, Infallible>(resp.map(|b| {
                 crate::upstream::Body::new(GuardedBody {
@@ -203,6 +214,10 @@ async fn serve_connection<H, S>(
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     let mut closing = false;
+    // Shutdown came before the connection's first request: a client that just connected has
+    // its request on the way, and closing now would fail it. It gets that request answered
+    // (with `Connection: close`), or the header-read timeout closes it.
+    let mut deferred = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -212,6 +227,10 @@ async fn serve_connection<H, S>(
                 return;
             }
             _ = ticker.tick() => {
+                if deferred && !closing && activity.started_any.load(Ordering::Relaxed) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
                 match activity.check(limits.header_read_timeout, limits.idle_timeout) {
                     Verdict::Fine => {}
                     Verdict::HeaderTimeout => {
@@ -225,9 +244,13 @@ async fn serve_connection<H, S>(
                     Verdict::Idle => {}
                 }
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = shutdown.changed(), if !closing && !deferred => {
+                if activity.started_any.load(Ordering::Relaxed) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    deferred = true;
+                }
             }
         }
     }
@@ -272,6 +295,8 @@ struct Activity {
     /// When the current request head started arriving, +1 (0: no head in progress).
     head_started: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether any request has started on this connection.
+    started_any: AtomicBool,
     /// Set by the reader when the head being read has both Content-Length and
     /// Transfer-Encoding; taken by the request it belongs to.
     framing_conflict: AtomicBool,
@@ -293,6 +318,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
+            started_any: AtomicBool::new(false),
             framing_conflict: AtomicBool::new(false),
             rearm_scan: AtomicBool::new(true),
         }
@@ -317,6 +343,7 @@ impl Activity {
     }
 
     fn request_started(&self) {
+        self.started_any.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
     }
