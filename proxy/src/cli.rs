@@ -84,6 +84,13 @@ enum Command {
         #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
         admin: String,
     },
+    /// Exit 0 when a running proxy's admin API answers `GET /healthz` with 200, else 1 (a
+    /// container health check).
+    Health {
+        /// The admin API's address.
+        #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
+        admin: String,
+    },
     /// Print a running proxy's shadow comparison report.
     ShadowReport {
         /// The admin API's address.
@@ -181,6 +188,14 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Health { admin } => match block_on(crate::status::health(&admin)) {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::FAILURE
+            }
+            Err(code) => code,
+        },
         Command::ShadowReport { admin, json } => {
             match block_on(crate::status::shadow_report(&admin)) {
                 Ok(Ok(doc)) if json => {

@@ -534,3 +534,24 @@ async fn a_binary_upgrade_hands_over_the_sockets_with_no_failed_request() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangler_health_probes_healthz() {
+    let legacy = Backend::echo("legacy").await;
+    let proxy = Proxy::start(&routes_yaml(&[("legacy", &legacy.url)], "")).await;
+    let dir = proxy.dir().to_path_buf();
+    let admin = proxy.admin_addr().to_string();
+    let out = tokio::task::block_in_place(|| {
+        strangler_e2e::CliOutput::run(
+            &["health", "--admin", &admin],
+            &dir,
+            Duration::from_secs(20),
+        )
+    });
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = tokio::task::block_in_place(|| {
+        strangler_e2e::CliOutput::run(&["health", "--admin", &dead], &dir, Duration::from_secs(20))
+    });
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+}
