@@ -378,7 +378,13 @@ pub async fn exchange(
     max: usize,
 ) -> Result<(Answer, Duration), Failure> {
     let up = &target.upstream;
-    let uri = format!("http://{}{}{}", up.origin, up.base_path, path_and_query);
+    let uri = format!(
+        "{}://{}{}{}",
+        up.scheme(),
+        up.origin,
+        up.base_path,
+        path_and_query
+    );
     let mut req = Request::new(
         Full::new(body.clone())
             .map_err(|never| match never {})
