@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= routes.yaml
 
-.PHONY: run run-proxy build test check fmt lint migrate-catalog migrate-inventory cutover adapter status
+.PHONY: run run-proxy build test check fmt lint migrate-catalog migrate-inventory cutover adapter status shadow
 
 ## run: build (release) and start the sample migration with the root routes.yaml: the legacy
 ## monolith (8081), catalog-service (8082), inventory-service (8083) and the proxy (8080,
@@ -60,3 +60,29 @@ adapter:
 ## status: each route's mode, share and request counts, from the admin API
 status:
 	$(STRANGLER) status
+
+## shadow: a comparison run of the sample services: replays shadow/*.jsonl against the
+## monolith and each extracted service (fresh databases, data imported) and prints the report;
+## fails when a match rate is under MIN_MATCH (default 99)
+shadow: build
+	scripts/shadow.sh ./target/release
+
+# Benchmarks (see README, "Benchmarks"). Not part of `make test`.
+.PHONY: bench bench-quick bench-deps
+BENCH_ARGS ?=
+
+## bench-deps: install wrk, nginx (apt-get) and oha (cargo install) when missing
+bench-deps:
+	@scripts/bench-deps.sh
+
+## bench: proxy benchmarks against the bare backend and NGINX (~10 min), then the criterion
+## micro-benchmarks; table on stdout, JSON under target/bench/
+bench: bench-deps
+	$(CARGO) build --release -p strangler -p strangler-bench
+	./target/release/strangler-bench $(BENCH_ARGS)
+	$(CARGO) bench -p strangler
+
+## bench-quick: a smoke run of the benchmark harness (1 round of 1 s; no criterion)
+bench-quick: bench-deps
+	$(CARGO) build --release -p strangler -p strangler-bench
+	./target/release/strangler-bench --quick $(BENCH_ARGS)

@@ -30,7 +30,7 @@ pub fn config(listen: SocketAddr, backend: SocketAddr, threads: usize) -> String
     format!(
         r#"global
     nbthread {threads}
-    maxconn 10000
+    maxconn 4096
 defaults
     mode http
     option http-keep-alive

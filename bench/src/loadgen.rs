@@ -35,7 +35,7 @@ pub struct WrkOptions {
 /// Runs `wrk` against `url`, with an optional Lua script.
 pub fn wrk(url: &str, opts: &WrkOptions, script: Option<&Path>) -> anyhow::Result<WrkRun> {
     let mut cmd = wrk_command(url, opts, script);
-    let out = cmd.output().context("running wrk (is it installed?)")?;
+    let out = procs::output_registered(&mut cmd).context("running wrk (is it installed?)")?;
     wrk_output(out)
 }
 
@@ -223,7 +223,7 @@ impl Oha {
             cmd.arg("-H").arg(format!("{k}: {v}"));
         }
         cmd.arg(url);
-        let out = cmd.output().context("running oha")?;
+        let out = procs::output_registered(&mut cmd).context("running oha")?;
         if !out.status.success() {
             bail!(
                 "oha failed: {}{}",

@@ -220,3 +220,17 @@ pub fn register(pid: u32) {
 pub fn unregister(pid: u32) {
     children().retain(|&p| p != pid);
 }
+
+/// Like [`Command::output`], with the child registered for the Ctrl-C handler meanwhile.
+pub fn output_registered(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    register(pid);
+    let out = child.wait_with_output();
+    unregister(pid);
+    out
+}

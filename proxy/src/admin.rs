@@ -98,6 +98,22 @@ impl Handler for Admin {
             (&Method::GET | &Method::HEAD, "/shadow") => {
                 json_response(StatusCode::OK, &live.shadow().report())
             }
+            (&Method::GET | &Method::HEAD, "/promotions") => {
+                json_response(StatusCode::OK, &live.promotions().report())
+            }
+            (&Method::POST, path)
+                if path.starts_with("/promotions/") && path.ends_with("/restart") =>
+            {
+                let name = &path["/promotions/".len()..path.len() - "/restart".len()];
+                if live.promotions().restart(name) {
+                    json_response(StatusCode::OK, &live.promotions().report()["routes"][name])
+                } else {
+                    json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("route `{name}` has no promotion plan")}),
+                    )
+                }
+            }
             (&Method::POST, "/reload") => match reload::reload_async(live, "admin").await {
                 Ok(version) => json_response(StatusCode::OK, &json!({ "version": version })),
                 Err(errors) => json_response(
@@ -113,7 +129,7 @@ impl Handler for Admin {
                 );
                 resp
             }
-            (_, "/healthz" | "/routes" | "/reload" | "/metrics" | "/shadow") => {
+            (_, "/healthz" | "/routes" | "/reload" | "/metrics" | "/shadow" | "/promotions") => {
                 let mut resp = json_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &json!({"error": "method not allowed"}),

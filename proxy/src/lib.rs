@@ -10,6 +10,9 @@
 //! - [`reload`]: the reload loop (file watcher, SIGHUP, admin trigger) and the live snapshot.
 //! - [`proxy`]: the per-request forwarding path; [`headers`]: hop-by-hop and X-Forwarded-*.
 //! - [`upstream`]: pooled upstream clients and failure classification (502 vs 504).
+//! - [`forward`]: attempts, retries ([`retry`]) and failover; [`balance`]: instances and
+//!   outlier ejection; [`breaker`]: circuit breaking; [`health`]: their state across reloads.
+//! - [`promotion`]: gated promotion plans and automatic rollback.
 //! - [`server`]: the accept loop, connection limits and timeouts, graceful shutdown.
 //! - [`tls`]: rustls server (SNI, ALPN) and upstream client configs; [`redirect`]: the
 //!   plain-HTTP listener that redirects to HTTPS.
@@ -23,20 +26,26 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod balance;
 pub mod body_limit;
+pub mod breaker;
 pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod explain;
+pub mod forward;
 pub mod handover;
 pub mod headers;
+pub mod health;
 pub mod logging;
 pub mod matcher;
 pub mod metrics;
 pub mod normalize;
+pub mod promotion;
 pub mod proxy;
 pub mod redirect;
 pub mod reload;
+pub mod retry;
 pub mod run;
 pub mod server;
 pub mod shadow;

@@ -10,8 +10,10 @@ use http::Method;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::upstream::FailureKind;
 
@@ -68,6 +70,28 @@ struct ShadowLatencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    upstream: Name,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    route: Name,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -81,6 +105,12 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
     shadow_latency: Family<ShadowLatencyLabels, Histogram>,
+    retries: Family<UpstreamLabel, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
+    ejections: Family<UpstreamLabel, Counter>,
+    circuit: Family<CircuitLabels, Counter>,
+    promotion_percent: Family<RouteLabel, Gauge<f64, AtomicU64>>,
+    rollbacks: Family<RouteLabel, Counter>,
 }
 
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -137,6 +167,38 @@ impl Metrics {
             "Time to response headers of compared shadow requests, by side (fallback, candidate)",
             shadow_latency.clone(),
         );
+        let retries = Family::<UpstreamLabel, Counter>::default();
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        let ejections = Family::<UpstreamLabel, Counter>::default();
+        let circuit = Family::<CircuitLabels, Counter>::default();
+        let promotion_percent = Family::<RouteLabel, Gauge<f64, AtomicU64>>::default();
+        let rollbacks = Family::<RouteLabel, Counter>::default();
+        registry.register("retries", "Retries sent, by upstream", retries.clone());
+        registry.register(
+            "failovers",
+            "Requests failed over to the fallback, by route and reason (connect, timeout, reset, 5xx, circuit_open)",
+            failovers.clone(),
+        );
+        registry.register(
+            "outlier_ejections",
+            "Instances taken out of rotation after failures in a row, by upstream",
+            ejections.clone(),
+        );
+        registry.register(
+            "circuit_transitions",
+            "Circuit breaker state changes, by upstream and new state (open, half_open, closed)",
+            circuit.clone(),
+        );
+        registry.register(
+            "promotion_percent",
+            "Share of a promoted route served by its upstream, as the promotion plan set it",
+            promotion_percent.clone(),
+        );
+        registry.register(
+            "promotion_rollbacks",
+            "Automatic rollbacks of promoted routes",
+            rollbacks.clone(),
+        );
         // Both results exist from the start, so a rate() over them works before the first error.
         for result in ["ok", "error"] {
             reloads.get_or_create(&ReloadLabels { result }).inc_by(0);
@@ -149,7 +211,74 @@ impl Metrics {
             reloads,
             shadow,
             shadow_latency,
+            retries,
+            failovers,
+            ejections,
+            circuit,
+            promotion_percent,
+            rollbacks,
         }
+    }
+
+    /// Counts a retry.
+    pub fn retry(&self, upstream: &Name) {
+        self.retries
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.clone(),
+            })
+            .inc();
+    }
+
+    /// Counts a failover to the fallback.
+    pub fn failover(&self, route: &str, reason: &'static str) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                route: Name::from(route),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts an outlier ejection.
+    pub fn ejection(&self, upstream: &Name) {
+        self.ejections
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.clone(),
+            })
+            .inc();
+    }
+
+    /// Counts a circuit breaker state change.
+    pub fn circuit(&self, upstream: &Name, phase: crate::breaker::Phase) {
+        let state = match phase {
+            crate::breaker::Phase::Closed => "closed",
+            crate::breaker::Phase::Open => "open",
+            crate::breaker::Phase::HalfOpen => "half_open",
+        };
+        self.circuit
+            .get_or_create(&CircuitLabels {
+                upstream: upstream.clone(),
+                state,
+            })
+            .inc();
+    }
+
+    /// Sets a promoted route's share.
+    pub fn promotion_percent(&self, route: &str, percent: f64) {
+        self.promotion_percent
+            .get_or_create(&RouteLabel {
+                route: Name::from(route),
+            })
+            .set(percent);
+    }
+
+    /// Counts an automatic rollback.
+    pub fn rollback(&self, route: &str) {
+        self.rollbacks
+            .get_or_create(&RouteLabel {
+                route: Name::from(route),
+            })
+            .inc();
     }
 
     /// Counts a shadow outcome.

@@ -7,20 +7,21 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::body_limit::LimitedBody;
 use crate::canary;
 use crate::config::{Limits, Mode};
+use crate::forward::{self, OutBody};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::normalize::normalize_path;
 use crate::reload::Live;
 use crate::shadow::tee::TeeBody;
 use crate::shadow::Primary;
-use crate::snapshot::{Snapshot, Target};
+use crate::snapshot::Snapshot;
 use crate::upstream::{Body, FailureKind};
 
 /// Which route and upstream serve a request.
@@ -28,6 +29,8 @@ use crate::upstream::{Body, FailureKind};
 pub struct Decision {
     /// The route's index in the snapshot, `None` when no route covers the request.
     pub route: Option<usize>,
+    /// The route's mode now (a promotion plan may have moved it from the file's).
+    pub mode: Mode,
     /// Whether the route's own upstream serves (rather than the fallback).
     pub to_upstream: bool,
 }
@@ -40,11 +43,16 @@ pub fn decide(snap: &Snapshot, method: &Method, path: &str, headers: &http::Head
     else {
         return Decision {
             route: None,
+            mode: Mode::Legacy,
             to_upstream: false,
         };
     };
     let route = &snap.config.routes[i];
-    let to_upstream = match route.mode {
+    let (mode, share_bp) = match &snap.routes[i].promotion {
+        Some(p) => p.effective(),
+        None => (route.mode, route.share_bp()),
+    };
+    let to_upstream = match mode {
         Mode::Legacy | Mode::Shadow => false,
         Mode::Extracted => true,
         Mode::Canary => {
@@ -52,11 +60,12 @@ pub fn decide(snap: &Snapshot, method: &Method, path: &str, headers: &http::Head
                 .sticky
                 .as_ref()
                 .and_then(|s| canary::sticky_key(s, headers));
-            canary::to_upstream(route.share_bp(), key)
+            canary::to_upstream(share_bp, key)
         }
     };
     Decision {
         route: Some(i),
+        mode,
         to_upstream,
     }
 }
@@ -108,98 +117,181 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     };
 
     let decision = decide(&snap, &method, &path, req.headers());
-    let (route_name, route_label, target) = match decision.route {
-        Some(i) => {
-            let rt = &snap.routes[i];
-            let target = if decision.to_upstream {
-                &rt.upstream
-            } else {
-                &snap.fallback
-            };
-            (
-                Some(snap.config.routes[i].name.as_str()),
-                rt.name.clone(),
-                target.clone(),
-            )
-        }
-        None => (None, snap.fallback_route.clone(), snap.fallback.clone()),
+    let route = decision.route.map(|i| &snap.config.routes[i]);
+    let route_rt = decision.route.map(|i| &snap.routes[i]);
+    let (route_label, target) = match route_rt {
+        Some(rt) if decision.to_upstream => (rt.name.clone(), rt.upstream.clone()),
+        Some(rt) => (rt.name.clone(), snap.fallback.clone()),
+        None => (snap.fallback_route.clone(), snap.fallback.clone()),
     };
-
-    let upstream_label = target.name.clone();
     let path_and_query = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let route_cfg = decision.route.map(|i| &snap.config.routes[i]);
-    let body_limit = route_cfg.and_then(|r| r.max_body_bytes);
-    let timeout = route_cfg
-        .and_then(|r| r.timeout)
-        .unwrap_or(target.upstream.timeout);
-    let declared_over =
-        body_limit.filter(|limit| declared_length(req.headers()).is_some_and(|n| n > *limit));
-    let mut limit_watch = None;
-    let mut prepared = match declared_over {
-        // Refused before a byte goes upstream.
-        Some(limit) => Err(Stop::TooLarge(limit)),
-        None => {
-            let hop = HopInfo {
-                peer,
-                tls: req.extensions().get::<TlsConnection>().is_some(),
-                trusted: crate::trusted::is_trusted(&snap.config.trusted_proxies, peer.ip()),
-            };
-            prepare(req, &target, &path_and_query, hop, &request_id).map(|mut p| {
-                if let Some(limit) = body_limit {
-                    let body = std::mem::replace(p.req.body_mut(), full(Bytes::new()));
-                    let (limited, exceeded) = LimitedBody::new(body, limit);
-                    *p.req.body_mut() = limited.boxed();
-                    limit_watch = Some((limit, exceeded));
-                }
-                p
-            })
+
+    // A body declared over the route's limit is refused before a byte goes upstream.
+    let body_limit = route.and_then(|r| r.max_body_bytes);
+    if let Some(limit) =
+        body_limit.filter(|limit| declared_length(req.headers()).is_some_and(|n| n > *limit))
+    {
+        let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
+        resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+        return resp;
+    }
+
+    // Rewrite the request for the upstream side: hop-by-hop headers, X-Forwarded-*, Host,
+    // request id.
+    let upgrading = headers::is_upgrade(req.headers());
+    let mut req = req;
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let host = forward::host_value(&parts.uri, &parts.headers);
+    let mut out_headers = parts.headers;
+    headers::remove_hop_by_hop(&mut out_headers, upgrading);
+    headers::set_forwarded(
+        &mut out_headers,
+        headers::Hop {
+            peer: peer.ip(),
+            host: host.as_ref(),
+            tls: parts.extensions.get::<TlsConnection>().is_some(),
+            trusted: crate::trusted::is_trusted(&snap.config.trusted_proxies, peer.ip()),
+        },
+    );
+    match host {
+        Some(h) => {
+            out_headers.insert(header::HOST, h);
         }
+        None => {
+            out_headers.remove(header::HOST);
+        }
+    }
+    out_headers.insert(&X_REQUEST_ID, request_id.clone());
+
+    // Shadow: in shadow mode, and for the fallback's share of a canary walked by a promotion
+    // plan (its mismatch rate is part of the evidence).
+    let shadowing = match route_rt {
+        Some(rt) if !decision.to_upstream => {
+            decision.mode == Mode::Shadow
+                || (decision.mode == Mode::Canary && rt.promotion.is_some())
+        }
+        _ => false,
     };
-    let mut job = match (decision.route, &prepared) {
-        (Some(i), Ok(p)) if snap.config.routes[i].mode == Mode::Shadow => live.shadow().plan(
-            &snap.config.routes[i],
-            &route_label,
+    let mut job = match (route, route_rt) {
+        (Some(r), Some(rt)) if shadowing => live.shadow().plan(
+            r,
+            &rt.name,
             &snap.config.shadow,
-            &snap.routes[i].upstream,
+            &rt.upstream,
             &snap.fallback,
             &method,
             &path_and_query,
-            p.req.headers(),
+            &out_headers,
             &request_id,
         ),
         _ => None,
     };
-    if let (Some(job), Ok(p)) = (&mut job, &mut prepared) {
-        let body = std::mem::replace(p.req.body_mut(), full(Bytes::new()));
-        let (tee, rx) = TeeBody::new(body, job.max_body_bytes());
-        *p.req.body_mut() = tee.boxed();
-        job.request_body = Some(rx);
-    }
+
+    // A request that may be retried or failed over is read whole first (when small).
+    let mut limit_watch = None;
+    let resilient = decision.to_upstream
+        && route.is_some_and(|r| r.retries.is_some() || r.failover.is_some())
+        && !upgrading
+        && forward::is_replayable_method(&method, &out_headers);
+    let small = body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= forward::MAX_REPLAY_BODY);
+    let out_body = if resilient && small {
+        match Limited::new(body, forward::MAX_REPLAY_BODY as usize)
+            .collect()
+            .await
+        {
+            Ok(collected) if body_limit.is_some_and(|limit| collected_len(&collected) > limit) => {
+                let limit = body_limit.unwrap_or_default();
+                let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                return resp;
+            }
+            Ok(collected) => OutBody::Replayable(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                // Larger than its declared length cannot happen (hyper enforces it).
+                let rejection = Rejection::bad_request("request body longer than declared");
+                let mut resp = rejection.response();
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                return resp;
+            }
+            Err(_) => {
+                let rejection = Rejection::bad_request("could not read the request body");
+                let mut resp = rejection.response();
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                return resp;
+            }
+        }
+    } else {
+        let mut body = body.boxed();
+        if let Some(limit) = body_limit {
+            let (limited, exceeded) = LimitedBody::new(body, limit);
+            body = limited.boxed();
+            limit_watch = Some((limit, exceeded));
+        }
+        if let Some(job) = &mut job {
+            let (tee, rx) = TeeBody::new(body, job.max_body_bytes());
+            body = tee.boxed();
+            job.request_body = Some(rx);
+        }
+        OutBody::Stream(body)
+    };
+
     let sent = Instant::now();
-    let result = match prepared {
-        Ok(p) => match limit_watch {
-            // A body going over its limit ends the exchange: dropping the send future drops
-            // the upstream request mid-body, so the upstream never sees it complete.
-            Some((limit, exceeded)) => tokio::select! {
-                r = send(p, &target, timeout) => r,
-                _ = exceeded.wait() => Err(Stop::TooLarge(limit)),
-            },
-            None => send(p, &target, timeout).await,
+    let forwarding = forward::forward(
+        forward::Outgoing {
+            method: method.clone(),
+            path_and_query,
+            headers: out_headers,
+            body: out_body,
+            client_upgrade,
+            timeout: route.and_then(|r| r.timeout),
         },
-        Err(stop) => Err(stop),
+        &target,
+        &snap.fallback,
+        route,
+        live.metrics(),
+    );
+    let outcome = match limit_watch {
+        // A body going over its limit ends the exchange: dropping the forwarding future
+        // drops the upstream request mid-body, so the upstream never sees it complete.
+        Some((limit, exceeded)) => tokio::select! {
+            outcome = forwarding => outcome,
+            _ = exceeded.wait() => {
+                let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                live.metrics().request(&route_label, &target.name, &method, 413, started.elapsed());
+                return resp;
+            }
+        },
+        None => forwarding.await,
     };
     let upstream_latency = sent.elapsed();
-    let mut resp = match result {
+    let served_by = outcome.served_by.clone();
+    // The upstream's own outcome: a request that failed over to the fallback still counts
+    // as a failure of the upstream (for promotion evidence).
+    let failed = outcome.failover.is_some()
+        || match &outcome.result {
+            Ok(r) => r.status().is_server_error(),
+            Err(_) => true,
+        };
+    let mut resp = match outcome.result {
         Ok(resp) => resp,
-        Err(Stop::Upstream(kind)) => {
-            live.metrics().upstream_error(&upstream_label, kind);
-            upstream_failure(kind, route_name, &target.upstream.name)
-        }
-        Err(Stop::TooLarge(limit)) => too_large(limit, route_name),
+        Err(kind) => upstream_failure(
+            kind,
+            route.map(|r| r.name.as_str()),
+            &served_by.upstream.name,
+        ),
     };
+    if let Some(p) = route_rt.and_then(|rt| rt.promotion.as_ref()) {
+        p.observe(decision.to_upstream, failed, upstream_latency);
+    }
     if let Some(job) = job {
         let mut primary = Primary {
             status: None,
@@ -207,7 +299,7 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
             latency: upstream_latency,
             body: None,
         };
-        if result_ok(&resp) {
+        if resp.extensions().get::<MadeByProxy>().is_none() {
             primary.status = Some(resp.status());
             let body = std::mem::replace(resp.body_mut(), full(Bytes::new()));
             let (tee, rx) = TeeBody::new(body, job.max_body_bytes());
@@ -218,9 +310,10 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
     let elapsed = started.elapsed();
+    let upstream_label = &served_by.name;
     live.metrics().request(
         &route_label,
-        &upstream_label,
+        upstream_label,
         &method,
         resp.status().as_u16(),
         elapsed,
@@ -235,14 +328,11 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
         duration_ms = millis(elapsed),
         request_id = request_id.to_str().unwrap_or(""),
         peer = %peer,
+        attempts = outcome.attempts,
+        failover = outcome.failover,
         "request"
     );
     resp
-}
-
-/// Whether a response came from the upstream (not a 502/504 made by the proxy).
-fn result_ok(resp: &Response<Body>) -> bool {
-    resp.extensions().get::<MadeByProxy>().is_none()
 }
 
 /// Marks the responses the proxy made itself.
@@ -253,21 +343,9 @@ struct MadeByProxy;
 #[derive(Debug, Clone, Copy)]
 pub struct TlsConnection;
 
-/// Why a request was not answered by its upstream.
-#[derive(Debug, Clone, Copy)]
-enum Stop {
-    /// The upstream failed (502/504).
-    Upstream(FailureKind),
-    /// The request body is over the route's `max_body_bytes` (413).
-    TooLarge(u64),
-}
-
-/// The hop a request came in on.
-#[derive(Debug, Clone, Copy)]
-struct HopInfo {
-    peer: SocketAddr,
-    tls: bool,
-    trusted: bool,
+fn collected_len(c: &http_body_util::Collected<Bytes>) -> u64 {
+    use hyper::body::Body as _;
+    c.size_hint().exact().unwrap_or(0)
 }
 
 /// The request body length a client declared, if it declared one.
@@ -292,123 +370,6 @@ fn too_large(limit: u64, route: Option<&str>) -> Response<Body> {
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp.extensions_mut().insert(MadeByProxy);
     resp
-}
-
-/// A request ready to go upstream.
-struct Prepared {
-    req: Request<Body>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    upgrading: bool,
-}
-
-/// Rewrites a client request for `target`: its URI, hop-by-hop headers, X-Forwarded-*,
-/// Host and request id.
-fn prepare(
-    mut req: Request<Incoming>,
-    target: &Target,
-    path_and_query: &str,
-    hop: HopInfo,
-    request_id: &HeaderValue,
-) -> Result<Prepared, Stop> {
-    let upgrading = headers::is_upgrade(req.headers());
-    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-
-    // An absolute-form target's (and every HTTP/2 request's) authority stands for Host.
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    };
-    let up = &target.upstream;
-    let mut uri = String::with_capacity(
-        up.origin.as_str().len() + up.base_path.len() + path_and_query.len() + 8,
-    );
-    uri.push_str(up.scheme());
-    uri.push_str("://");
-    uri.push_str(up.origin.as_str());
-    uri.push_str(&up.base_path);
-    uri.push_str(path_and_query);
-    parts.uri = uri
-        .parse::<Uri>()
-        .map_err(|_| Stop::Upstream(FailureKind::Protocol))?;
-    parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers, upgrading);
-    headers::set_forwarded(
-        &mut parts.headers,
-        headers::Hop {
-            peer: hop.peer.ip(),
-            host: host.as_ref(),
-            tls: hop.tls,
-            trusted: hop.trusted,
-        },
-    );
-    match host {
-        Some(h) => {
-            parts.headers.insert(header::HOST, h);
-        }
-        None => {
-            parts.headers.remove(header::HOST);
-        }
-    }
-    parts.headers.insert(&X_REQUEST_ID, request_id.clone());
-    Ok(Prepared {
-        req: Request::from_parts(parts, body.boxed()),
-        client_upgrade,
-        upgrading,
-    })
-}
-
-/// Sends a prepared request and returns the response, headers cleaned; tunnels an upgrade.
-/// `timeout` bounds the wait for the response headers (the route's, else the upstream's).
-async fn send(
-    prepared: Prepared,
-    target: &Target,
-    timeout: std::time::Duration,
-) -> Result<Response<Body>, Stop> {
-    let up = &target.upstream;
-    let mut resp = match tokio::time::timeout(timeout, target.client().request(prepared.req)).await
-    {
-        Err(_elapsed) => {
-            tracing::warn!(upstream = %up.name, timeout = ?timeout, "upstream response timed out");
-            return Err(Stop::Upstream(FailureKind::Timeout));
-        }
-        Ok(Err(e)) => {
-            let kind = FailureKind::of(&e);
-            tracing::warn!(upstream = %up.name, kind = kind.as_str(), error = %error_chain(&e), "upstream request failed");
-            return Err(Stop::Upstream(kind));
-        }
-        Ok(Ok(resp)) => resp,
-    };
-
-    let switching = prepared.upgrading && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if let (true, Some(client_upgrade)) = (switching, prepared.client_upgrade) {
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let name = up.name.clone();
-        tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                        tracing::debug!(upstream = %name, error = %e, "upgraded connection ended");
-                    }
-                }
-                Err(e) => tracing::warn!(upstream = %name, error = %e, "upgrade failed"),
-            }
-        });
-    }
-    headers::remove_hop_by_hop(resp.headers_mut(), switching);
-    Ok(resp.map(|b| b.boxed()))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// A request refused before routing.
@@ -462,8 +423,12 @@ fn check_request(req: &Request<Incoming>, limits: &Limits) -> Result<(), Rejecti
             limits.max_headers
         )));
     }
+    let uri = req.uri();
+    let uri_bytes = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 3)
+        + uri.scheme_str().map_or(0, str::len);
     let head_bytes = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + uri_bytes
         + 12
         + req
             .headers()
@@ -522,6 +487,7 @@ fn upstream_failure(kind: FailureKind, route: Option<&str>, upstream: &str) -> R
         FailureKind::Timeout => "upstream timed out",
         FailureKind::Reset => "upstream connection reset",
         FailureKind::Protocol => "upstream sent an invalid response",
+        FailureKind::CircuitOpen => "upstream circuit open: failing fast while it recovers",
     };
     let mut resp = json_response(
         kind.status(),

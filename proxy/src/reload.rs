@@ -14,7 +14,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Diagnostic, Severity};
+use crate::health::Registry;
 use crate::metrics::Metrics;
+use crate::promotion::Promotions;
 use crate::shadow::Shadow;
 use crate::snapshot::Snapshot;
 
@@ -42,6 +44,8 @@ pub struct Live {
     display: String,
     metrics: Arc<Metrics>,
     shadow: Arc<Shadow>,
+    health: Registry,
+    promotions: Arc<Promotions>,
     /// Reloads run one at a time.
     reloading: Mutex<()>,
 }
@@ -55,7 +59,9 @@ impl Live {
         let checked = config::load(path)?;
         let version = checked.config.version.clone();
         let shadow = Arc::new(Shadow::new(&checked.config.shadow, metrics.clone()));
-        let snapshot = Snapshot::build(checked.config, path.to_path_buf());
+        let health = Registry::default();
+        let promotions = Arc::new(Promotions::new(metrics.clone()));
+        let snapshot = Snapshot::build(checked.config, path.to_path_buf(), &health, &promotions);
         let live = Live {
             current: ArcSwap::from_pointee(snapshot),
             last_error: Mutex::new(None),
@@ -64,6 +70,8 @@ impl Live {
             display: path.display().to_string(),
             metrics,
             shadow,
+            health,
+            promotions,
             reloading: Mutex::new(()),
         };
         Ok((live, checked.warnings))
@@ -82,6 +90,11 @@ impl Live {
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Promotion plans' live state.
+    pub fn promotions(&self) -> &Arc<Promotions> {
+        &self.promotions
     }
 
     /// The shadow engine and its results.
@@ -121,7 +134,12 @@ impl Live {
                 let routes = checked.config.routes.len();
                 self.shadow
                     .set_max_in_flight(checked.config.shadow.max_in_flight);
-                let snapshot = Snapshot::build(checked.config, self.path.clone());
+                let snapshot = Snapshot::build(
+                    checked.config,
+                    self.path.clone(),
+                    &self.health,
+                    &self.promotions,
+                );
                 self.current.store(Arc::new(snapshot));
                 *lock(&self.last_error) = None;
                 tracing::info!(

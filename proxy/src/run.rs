@@ -189,6 +189,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _watcher = reload::watch_file(live.clone())
             .with_context(|| format!("cannot watch {display}"))?;
         reload::watch_sighup(live.clone()).context("cannot install the SIGHUP handler")?;
+        tokio::spawn(crate::promotion::run(
+            live.promotions().clone(),
+            live.shadow().clone(),
+        ));
         let admin_listener = TcpListener::from_std(admin_listener)?;
         tokio::spawn(server::serve(
             admin_listener,

@@ -23,10 +23,25 @@ pub struct Counts {
 
 /// Fetches `/routes` and `/metrics` from the admin API at `admin` and renders the table.
 pub async fn status(admin: &str) -> anyhow::Result<String> {
-    let routes: serde_json::Value = serde_json::from_slice(&get(admin, "/routes").await?)
+    let mut routes: serde_json::Value = serde_json::from_slice(&get(admin, "/routes").await?)
         .context("the admin API's /routes is not JSON")?;
     let metrics = String::from_utf8_lossy(&get(admin, "/metrics").await?).into_owned();
-    Ok(render(&routes, &metrics))
+    let promotions: serde_json::Value = serde_json::from_slice(&get(admin, "/promotions").await?)
+        .context("the admin API's /promotions is not JSON")?;
+    // A route walked by a promotion plan shows its live mode and share, marked with `*`.
+    if let Some(list) = routes["routes"].as_array_mut() {
+        for r in list {
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            if let Some(p) = promotions["routes"].get(&name) {
+                r["mode"] = p["mode"].clone();
+                r["percent"] = p["percent"].clone();
+                r["display_name"] = serde_json::json!(format!("{name}*"));
+            }
+        }
+    }
+    let mut out = render(&routes, &metrics);
+    out.push_str(&render_promotions(&promotions));
+    Ok(out)
 }
 
 /// `GET /healthz` on the admin API at `admin`: Ok when it answers 200 (a probe for
@@ -110,6 +125,44 @@ fn route_upstream(routes: &serde_json::Value, name: &str) -> Option<String> {
         .and_then(|r| r["upstream"].as_str().map(String::from))
 }
 
+/// The promotion plans' live state, for a person.
+pub fn render_promotions(doc: &serde_json::Value) -> String {
+    let Some(routes) = doc["routes"].as_object().filter(|r| !r.is_empty()) else {
+        return String::new();
+    };
+    let mut out = String::from("\npromotion plans (live state; routes.yaml is not rewritten):\n");
+    for (name, p) in routes {
+        let _ = writeln!(
+            out,
+            "  {name}: {} (file says {}), since {}",
+            p["phase"].as_str().unwrap_or("?"),
+            p["file_mode"].as_str().unwrap_or("?"),
+            p["since"].as_str().unwrap_or("?")
+        );
+        if let Some(rb) = p["rolled_back"].as_object() {
+            let _ = writeln!(
+                out,
+                "    ROLLED BACK at {} from {}: {}\n    evidence: {}\n    stays in shadow until a person acts: edit the route, or POST /promotions/{name}/restart once the candidate is fixed",
+                rb.get("at").and_then(|v| v.as_str()).unwrap_or("?"),
+                rb.get("from").and_then(|v| v.as_str()).unwrap_or("?"),
+                rb.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
+                rb.get("evidence").map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+        if let Some(last) = p["history"].as_array().and_then(|h| h.last()) {
+            let _ = writeln!(
+                out,
+                "    last decision: {} {} -> {} at {}",
+                last["decision"].as_str().unwrap_or("?"),
+                last["from"].as_str().unwrap_or("?"),
+                last["to"].as_str().unwrap_or("?"),
+                last["at"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    out
+}
+
 /// The status table.
 pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
     let counts = request_counts(metrics, routes);
@@ -136,7 +189,7 @@ pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
         };
         let c = counts.get(name).cloned().unwrap_or_default();
         rows.push([
-            name.into(),
+            r["display_name"].as_str().unwrap_or(name).into(),
             mode.into(),
             share,
             r["upstream"].as_str().unwrap_or_default().into(),

@@ -82,6 +82,8 @@ pub enum FailureKind {
     Reset,
     /// The upstream spoke invalid HTTP.
     Protocol,
+    /// The upstream's circuit breaker is open: the request was not sent.
+    CircuitOpen,
 }
 
 impl FailureKind {
@@ -92,13 +94,16 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Reset => "reset",
             FailureKind::Protocol => "protocol",
+            FailureKind::CircuitOpen => "circuit_open",
         }
     }
 
-    /// The status the client gets: 504 for any timeout, 502 otherwise.
+    /// The status the client gets: 504 for any timeout, 503 while the circuit is open, 502
+    /// otherwise.
     pub fn status(self) -> http::StatusCode {
         match self {
             FailureKind::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
+            FailureKind::CircuitOpen => http::StatusCode::SERVICE_UNAVAILABLE,
             FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => {
                 http::StatusCode::BAD_GATEWAY
             }

@@ -485,3 +485,85 @@ impl Scripted {
             .clone()
     }
 }
+
+/// A shared on/off flag a test flips at runtime to change what a [`Backend::programmed`]
+/// backend answers (healthy -> failing, right -> wrong...). Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Switch(Arc<std::sync::atomic::AtomicBool>);
+
+impl Switch {
+    /// A new flag, off.
+    pub fn new() -> Switch {
+        Switch::default()
+    }
+
+    /// Turns the flag on or off.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a [`Backend::programmed`] backend is told about each request.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The method.
+    pub method: String,
+    /// Path and query as received.
+    pub path: String,
+    /// Whether the request is a shadow copy (`x-strangler-shadow` present).
+    pub shadow: bool,
+    /// The call's number across all requests this backend got (0, 1, 2...).
+    pub n: usize,
+}
+
+impl Backend {
+    /// Answers `answer(call)`: a status and a JSON body (`application/json`), right away.
+    /// The function may read shared state (a [`Switch`], counters) to change behaviour at
+    /// runtime: answer 503 for the first N calls, every other call, or while a flag is set.
+    pub async fn programmed<F>(answer: F) -> Backend
+    where
+        F: Fn(&Call) -> (u16, serde_json::Value) + Send + Sync + 'static,
+    {
+        let answer = Arc::new(answer);
+        let calls = Arc::new(AtomicUsize::new(0));
+        serve(move |req: Request<Incoming>| {
+            let answer = answer.clone();
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let call = Call {
+                method: req.method().as_str().to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map(|pq| pq.as_str().to_string())
+                    .unwrap_or_else(|| req.uri().to_string()),
+                shadow: req.headers().contains_key("x-strangler-shadow"),
+                n,
+            };
+            async move {
+                // Read the body so that the connection stays reusable.
+                let _ = req.into_body().collect().await;
+                let (status, value) = answer(&call);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                json_response(status, &value)
+            }
+        })
+        .await
+    }
+
+    /// Answers every request with `status` and JSON `{"backend": NAME, "status": STATUS}`.
+    pub async fn status(name: &str, status: u16) -> Backend {
+        let name = name.to_string();
+        Backend::programmed(move |_| {
+            (
+                status,
+                serde_json::json!({"backend": name, "status": status}),
+            )
+        })
+        .await
+    }
+}

@@ -85,7 +85,8 @@ pub fn main() -> anyhow::Result<()> {
             .to_path_buf(),
     };
     let bins = stack::Bins::new(bin_dir)?;
-    let work = args.out.join("work");
+    let out = std::path::absolute(&args.out).context("resolving --out")?;
+    let work = out.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
 
@@ -273,7 +274,7 @@ pub fn main() -> anyhow::Result<()> {
     };
     results.compute_ratios();
     print!("{}", results.markdown());
-    let path = results.write_json(&args.out)?;
+    let path = results.write_json(&out)?;
     println!("\nJSON: {}", path.display());
     Ok(())
 }

@@ -64,16 +64,7 @@ pub async fn import(db: &Db, from: &str) -> anyhow::Result<Report> {
         let source = base.clone();
         db.call(move |c| {
             let tx = c.transaction()?;
-            for p in &page.items {
-                tx.execute(
-                    "INSERT INTO products (id, sku, name, description, price_cents, currency, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, name = excluded.name,
-                       description = excluded.description, price_cents = excluded.price_cents,
-                       currency = excluded.currency, updated_at = excluded.updated_at",
-                    params![p.id, p.sku, p.name, p.description, p.price_cents, p.currency, p.updated_at],
-                )?;
-            }
+            shop_catalog::store::upsert(&tx, &page.items)?;
             tx.execute(
                 "INSERT INTO import_progress (source, next_offset) VALUES (?1, ?2)
                  ON CONFLICT (source) DO UPDATE SET next_offset = excluded.next_offset",

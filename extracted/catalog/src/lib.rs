@@ -3,12 +3,10 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: the products table and the HTTP API.
 //! - [`import`]: copies products from the monolith through its public API.
 #![warn(missing_docs)]
 
 pub mod import;
-pub mod store;
 
 use std::path::Path;
 
@@ -18,12 +16,12 @@ use shop_api::Db;
 
 /// Opens (creating and migrating) the service's database.
 pub fn open_db(path: &Path) -> rusqlite::Result<Db> {
-    Db::open(path, &[store::SCHEMA, import::SCHEMA].concat())
+    Db::open(path, &[shop_catalog::SCHEMA, import::SCHEMA].concat())
 }
 
 /// The service's HTTP API.
 pub fn app(db: Db) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(store::routes(store::CatalogStore::new(db)))
+        .merge(shop_catalog::routes(shop_catalog::CatalogStore::new(db)))
 }

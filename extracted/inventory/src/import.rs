@@ -39,7 +39,7 @@ pub struct Report {
 /// Copies all stock levels from the monolith at `from` into `db`.
 pub async fn import(db: &Db, from: &str) -> anyhow::Result<Report> {
     let owned: i64 = db
-        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM reservations", [], |r| r.get(0))?))
+        .call(|c| Ok(shop_inventory::store::reservation_count(c)?))
         .await?;
     if owned > 0 {
         anyhow::bail!(
@@ -75,14 +75,7 @@ pub async fn import(db: &Db, from: &str) -> anyhow::Result<Report> {
         let source = base.clone();
         db.call(move |c| {
             let tx = c.transaction()?;
-            for s in &page.items {
-                tx.execute(
-                    "INSERT INTO stock (sku, available, reserved) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (sku) DO UPDATE SET available = excluded.available,
-                       reserved = excluded.reserved",
-                    params![s.sku, s.available, s.reserved],
-                )?;
-            }
+            shop_inventory::store::upsert(&tx, &page.items)?;
             tx.execute(
                 "INSERT INTO import_progress (source, next_offset) VALUES (?1, ?2)
                  ON CONFLICT (source) DO UPDATE SET next_offset = excluded.next_offset",

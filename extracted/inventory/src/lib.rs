@@ -4,12 +4,10 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: the stock and reservation tables and the HTTP API.
 //! - [`import`]: copies stock levels from the monolith through its public API.
 #![warn(missing_docs)]
 
 pub mod import;
-pub mod store;
 
 use std::path::Path;
 
@@ -19,12 +17,14 @@ use shop_api::Db;
 
 /// Opens (creating and migrating) the service's database.
 pub fn open_db(path: &Path) -> rusqlite::Result<Db> {
-    Db::open(path, &[store::SCHEMA, import::SCHEMA].concat())
+    Db::open(path, &[shop_inventory::SCHEMA, import::SCHEMA].concat())
 }
 
 /// The service's HTTP API.
 pub fn app(db: Db) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(store::routes(store::InventoryStore::new(db)))
+        .merge(shop_inventory::routes(shop_inventory::InventoryStore::new(
+            db,
+        )))
 }

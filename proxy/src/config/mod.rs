@@ -95,10 +95,16 @@ pub fn upstream_from_url(
     Ok(Upstream {
         name: name.to_string(),
         url: url.to_string(),
-        origin,
-        base_path,
+        endpoints: vec![EndpointAddr {
+            url: url.to_string(),
+            origin,
+            base_path,
+        }],
         timeout,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(timeout),
         tls,
+        balance: Balance::P2c,
+        circuit_breaker: None,
+        outlier: None,
     })
 }

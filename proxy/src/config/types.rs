@@ -48,19 +48,17 @@ impl Config {
     }
 }
 
-/// One upstream: where it is and how long to wait for it.
+/// One upstream: where it is (one or several instances), how long to wait for it, and how
+/// to protect it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Upstream {
     /// Its name in the file.
     pub name: String,
-    /// The base URL as written.
+    /// The (first) base URL as written.
     pub url: String,
-    /// `scheme://host:port` part of the URL.
-    #[serde(skip)]
-    pub origin: http::uri::Authority,
-    /// Path prefix from the URL, without a trailing slash (empty for none).
-    #[serde(skip)]
-    pub base_path: String,
+    /// The instances, in file order.
+    #[serde(rename = "urls")]
+    pub endpoints: Vec<EndpointAddr>,
     /// Time from sending the request to receiving the response headers.
     #[serde(with = "duration_text")]
     pub timeout: Duration,
@@ -70,6 +68,124 @@ pub struct Upstream {
     /// For an `https://` upstream: how its certificate is verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// How a request picks an instance.
+    pub balance: Balance,
+    /// Fail fast while the upstream is failing; `None` when off.
+    pub circuit_breaker: Option<BreakerPolicy>,
+    /// Take failing instances out of rotation for a while; `None` when off.
+    pub outlier: Option<OutlierPolicy>,
+}
+
+/// One instance of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EndpointAddr {
+    /// The base URL as written.
+    pub url: String,
+    /// `host:port`.
+    #[serde(skip)]
+    pub origin: http::uri::Authority,
+    /// Path prefix from the URL, without a trailing slash (empty for none).
+    #[serde(skip)]
+    pub base_path: String,
+}
+
+/// How a request picks one of an upstream's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Two instances at random, the one with fewer requests in flight (the default).
+    P2c,
+    /// The instance with the fewest requests in flight.
+    LeastRequests,
+}
+
+/// When a circuit breaker opens, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerPolicy {
+    /// Opens after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when this percent of requests failed over `window` ...
+    pub error_rate: u32,
+    /// ... given at least this many requests in the window.
+    pub min_requests: u32,
+    /// The error-rate window.
+    #[serde(with = "duration_text")]
+    pub window: Duration,
+    /// How long it stays open before letting a probe through (half-open).
+    #[serde(with = "duration_text")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            consecutive_failures: 5,
+            error_rate: 50,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Passive outlier ejection: an instance that keeps failing is taken out of rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierPolicy {
+    /// Ejected after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// For this long the first time (doubling each time after, up to 10 times).
+    #[serde(with = "duration_text")]
+    pub eject_for: Duration,
+    /// At most this percent of the instances are out at once (at least one always serves).
+    pub max_ejected_percent: u32,
+}
+
+impl Default for OutlierPolicy {
+    fn default() -> Self {
+        OutlierPolicy {
+            consecutive_failures: 3,
+            eject_for: Duration::from_secs(10),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// A kind of upstream failure, as named in `on:` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailOn {
+    /// The connection was refused or could not be opened.
+    Connect,
+    /// No response headers within the timeout.
+    Timeout,
+    /// The connection broke mid-exchange.
+    Reset,
+    /// The upstream answered 502, 503 or 504.
+    #[serde(rename = "5xx")]
+    Status5xx,
+}
+
+/// Falling back to the legacy fallback when a canary's or extracted route's upstream fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverPolicy {
+    /// Which failures fail over (default connect and timeout). An open circuit always does.
+    pub on: Vec<FailOn>,
+}
+
+/// Retrying a failed request on the route's upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+    /// Base of the jittered exponential backoff.
+    #[serde(with = "duration_text")]
+    pub backoff: Duration,
+    /// Retries allowed, as a percent of requests to the upstream (a budget, so retries
+    /// cannot multiply an outage).
+    pub budget: u32,
+    /// Which failures are retried (default connect and reset).
+    pub on: Vec<FailOn>,
 }
 
 impl Upstream {
@@ -167,7 +283,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One route of the migration plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     /// Unique name, `[a-z0-9-]+`.
     pub name: String,
@@ -191,6 +307,12 @@ pub struct Route {
     /// Overrides the serving upstream's response `timeout` for this route's requests.
     #[serde(skip)]
     pub timeout: Option<Duration>,
+    /// Falling back to the fallback when the upstream fails; `None` when off.
+    pub failover: Option<FailoverPolicy>,
+    /// Retries on the upstream; `None` when off.
+    pub retries: Option<RetryPolicy>,
+    /// A gated promotion plan; `None` when the mode is managed by hand only.
+    pub promote: Option<PromotePlan>,
     /// Line of the route in the file, for messages.
     #[serde(skip)]
     pub line: usize,
@@ -222,7 +344,7 @@ pub struct RouteMatch {
 }
 
 /// How a route's path is matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathMatch {
     /// This path only.
@@ -453,4 +575,45 @@ fn methods_list<S: serde::Serializer>(methods: &[Method], s: S) -> Result<S::Ok,
 
 fn header_list<S: serde::Serializer>(names: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(names.iter().map(HeaderName::as_str))
+}
+
+/// A gated promotion plan: shadow until the match rate holds, then canary steps, then
+/// extracted; each step taken only while the route stays within the limits, and a breach
+/// rolls the route back at once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromotePlan {
+    /// Compared shadow requests needed before the first canary step.
+    pub min_compared: u64,
+    /// Match rate (percent) needed in shadow, and kept during canary (on the share still
+    /// shadowed).
+    pub min_match: f64,
+    /// Canary percents, in order; 100 then extracted.
+    pub steps: Vec<f64>,
+    /// Least time at each step.
+    #[serde(with = "duration_text")]
+    pub dwell: Duration,
+    /// Least upstream requests at each step.
+    pub min_requests: u64,
+    /// Highest share of upstream requests failing (5xx or no answer), in percent.
+    pub max_error_rate: f64,
+    /// Highest ratio of the upstream's p99 latency to the fallback's.
+    pub max_p99_ratio: f64,
+    /// How often the route is evaluated.
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+}
+
+impl Default for PromotePlan {
+    fn default() -> Self {
+        PromotePlan {
+            min_compared: 1000,
+            min_match: 99.9,
+            steps: vec![5.0, 25.0, 50.0, 100.0],
+            dwell: Duration::from_secs(300),
+            min_requests: 500,
+            max_error_rate: 1.0,
+            max_p99_ratio: 2.0,
+            interval: Duration::from_secs(10),
+        }
+    }
 }

@@ -41,7 +41,36 @@ const SHADOW_ROUTE_FIELDS: &[&str] = &[
     "max_body_bytes",
     "record",
 ];
-const UPSTREAM_FIELDS: &[&str] = &["url", "timeout", "connect_timeout", "ca"];
+const UPSTREAM_FIELDS: &[&str] = &[
+    "url",
+    "urls",
+    "timeout",
+    "connect_timeout",
+    "balance",
+    "circuit_breaker",
+    "outlier",
+    "ca",
+];
+const BREAKER_FIELDS: &[&str] = &[
+    "consecutive_failures",
+    "error_rate",
+    "min_requests",
+    "window",
+    "open_for",
+];
+const OUTLIER_FIELDS: &[&str] = &["consecutive_failures", "eject_for", "max_ejected_percent"];
+const FAILOVER_FIELDS: &[&str] = &["on"];
+const RETRY_FIELDS: &[&str] = &["attempts", "backoff", "budget", "on"];
+const PROMOTE_FIELDS: &[&str] = &[
+    "min_compared",
+    "min_match",
+    "steps",
+    "dwell",
+    "min_requests",
+    "max_error_rate",
+    "max_p99_ratio",
+    "interval",
+];
 const ROUTE_FIELDS: &[&str] = &[
     "name",
     "match",
@@ -52,6 +81,9 @@ const ROUTE_FIELDS: &[&str] = &[
     "shadow",
     "max_body_bytes",
     "timeout",
+    "failover",
+    "retries",
+    "promote",
 ];
 const MATCH_FIELDS: &[&str] = &["exact", "prefix", "methods", "headers"];
 const LIMIT_FIELDS: &[&str] = &[
@@ -301,68 +333,134 @@ impl Validator<'_> {
     }
 
     fn upstream(&mut self, name: &str, node: &Node) -> Option<Upstream> {
+        let mut up = Upstream {
+            name: name.to_string(),
+            url: String::new(),
+            endpoints: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            balance: Balance::P2c,
+            circuit_breaker: None,
+            outlier: None,
+            tls: None,
+        };
         let mut ca_node = None;
-        let (url_node, timeout, connect_timeout) = match &node.kind {
-            Kind::Scalar { .. } => (node, DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+        let url_nodes: Vec<&Node> = match &node.kind {
+            Kind::Scalar { .. } => vec![node],
             _ => {
                 let what = format!("upstream `{name}`");
                 let f = self.fields(node, &what, UPSTREAM_FIELDS)?;
-                let url = self.required(&f, "url", &what);
-                let timeout = f.get("timeout").map(|n| self.duration(n, "timeout"));
-                let connect = f
-                    .get("connect_timeout")
-                    .map(|n| self.duration(n, "connect_timeout"));
+                let mut ok = true;
                 ca_node = f.get("ca");
-                (
-                    url?,
-                    timeout.unwrap_or(Some(DEFAULT_TIMEOUT))?,
-                    connect.unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT))?,
-                )
-            }
-        };
-        let url = self.string(url_node, "an upstream URL")?;
-        match parse_base_url(url) {
-            Ok((origin, base_path, https)) => {
-                let tls = match (https, ca_node) {
-                    (false, None) => None,
-                    (false, Some(n)) => {
-                        self.error(
-                            n.pos,
-                            format!("upstream `{name}` has a `ca` but its URL is not https://"),
-                        );
+                if let Some(n) = f.get("timeout") {
+                    match self.duration(n, "timeout") {
+                        Some(d) => up.timeout = d,
+                        None => ok = false,
+                    }
+                }
+                if let Some(n) = f.get("connect_timeout") {
+                    match self.duration(n, "connect_timeout") {
+                        Some(d) => up.connect_timeout = d,
+                        None => ok = false,
+                    }
+                }
+                if let Some(n) = f.get("balance") {
+                    match n.as_str() {
+                        Some("p2c") => up.balance = Balance::P2c,
+                        Some("least_requests") => up.balance = Balance::LeastRequests,
+                        _ => {
+                            self.error(n.pos, "balance must be p2c or least_requests");
+                            ok = false;
+                        }
+                    }
+                }
+                if let Some(n) = f.get("circuit_breaker") {
+                    up.circuit_breaker = self.breaker(n);
+                    ok &= up.circuit_breaker.is_some();
+                }
+                if let Some(n) = f.get("outlier") {
+                    up.outlier = self.outlier(n);
+                    ok &= up.outlier.is_some();
+                }
+                let nodes = match (f.get("url"), f.get("urls")) {
+                    (Some(_), Some(n)) => {
+                        self.error(n.pos, format!("{what} has both `url` and `urls`; use one"));
                         return None;
                     }
-                    (true, None) => match crate::tls::system_client_config() {
-                        Ok(client) => Some(UpstreamTls {
-                            ca: None,
-                            anchors: "system".into(),
-                            client,
-                        }),
-                        Err(e) => {
-                            self.error(url_node.pos, format!("upstream `{name}`: {e}"));
+                    (Some(n), None) => vec![n],
+                    (None, Some(n)) => match n.as_seq() {
+                        Some(items) if !items.is_empty() => items.iter().collect(),
+                        _ => {
+                            self.error(n.pos, "urls must be a non-empty list of base URLs");
                             return None;
                         }
                     },
-                    (true, Some(n)) => Some(self.upstream_ca(name, n)?),
+                    (None, None) => {
+                        self.error(node.pos, format!("{what} needs `url` (or `urls`)"));
+                        return None;
+                    }
                 };
-                Some(Upstream {
-                    name: name.to_string(),
-                    url: url.to_string(),
-                    origin,
-                    base_path,
-                    timeout,
-                    connect_timeout,
-                    tls,
-                })
+                if !ok {
+                    return None;
+                }
+                nodes
             }
-            Err(msg) => {
-                self.error(
-                    url_node.pos,
-                    format!("invalid URL `{url}` for upstream `{name}`: {msg}"),
-                );
-                None
+        };
+        let mut https_first = false;
+        let first_url_node = url_nodes.first().copied();
+        for url_node in url_nodes {
+            let url = self.string(url_node, "an upstream URL")?;
+            match parse_base_url(url) {
+                Ok((origin, base_path, https)) => {
+                    if up.endpoints.is_empty() {
+                        https_first = https;
+                    } else if https != https_first {
+                        self.error(
+                            url_node.pos,
+                            format!("upstream `{name}` mixes http:// and https:// instances"),
+                        );
+                        return None;
+                    }
+                    up.endpoints.push(EndpointAddr {
+                        url: url.to_string(),
+                        origin,
+                        base_path,
+                    })
+                }
+                Err(msg) => {
+                    self.error(
+                        url_node.pos,
+                        format!("invalid URL `{url}` for upstream `{name}`: {msg}"),
+                    );
+                    return None;
+                }
             }
         }
+        up.url = up.endpoints.first()?.url.clone();
+        up.tls = match (https_first, ca_node) {
+            (false, None) => None,
+            (false, Some(n)) => {
+                self.error(
+                    n.pos,
+                    format!("upstream `{name}` has a `ca` but its URL is not https://"),
+                );
+                return None;
+            }
+            (true, None) => match crate::tls::system_client_config() {
+                Ok(client) => Some(UpstreamTls {
+                    ca: None,
+                    anchors: "system".into(),
+                    client,
+                }),
+                Err(e) => {
+                    let pos = first_url_node.map_or(node.pos, |n| n.pos);
+                    self.error(pos, format!("upstream `{name}`: {e}"));
+                    return None;
+                }
+            },
+            (true, Some(n)) => Some(self.upstream_ca(name, n)?),
+        };
+        Some(up)
     }
 
     fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {
@@ -390,6 +488,7 @@ impl Validator<'_> {
         };
         let mut routes: Vec<Route> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut by_path: HashMap<PathMatch, Vec<usize>> = HashMap::new();
         for item in items {
             // Duplicates are found by name alone, so one is reported even when either route
             // has other problems.
@@ -412,7 +511,13 @@ impl Validator<'_> {
             if duplicate.is_some() {
                 continue;
             }
-            if let Some(earlier) = routes.iter().find(|r| hides(r, &route)) {
+            // Only routes with the same path can hide one another: look those up by path.
+            let same_path = by_path.entry(route.matcher.path.clone()).or_default();
+            if let Some(earlier) = same_path
+                .iter()
+                .map(|&i| &routes[i])
+                .find(|r| hides(r, &route))
+            {
                 self.warn(
                     item.pos,
                     format!(
@@ -421,6 +526,10 @@ impl Validator<'_> {
                     ),
                 );
             }
+            by_path
+                .entry(route.matcher.path.clone())
+                .or_default()
+                .push(routes.len());
             routes.push(route);
         }
         routes
@@ -496,6 +605,9 @@ impl Validator<'_> {
             Some(n) => self.duration(n, "timeout").map(Some),
             None => Some(None),
         };
+        let failover = f.get("failover").map(|n| self.failover(n));
+        let retries = f.get("retries").map(|n| self.retries(n));
+        let promote = f.get("promote").map(|n| self.promote(n));
         if let Some(mode) = mode {
             if mode == Mode::Canary && percent.is_none() {
                 self.error(
@@ -542,6 +654,18 @@ impl Validator<'_> {
             shadow: shadow?,
             max_body_bytes: max_body_bytes?,
             timeout: route_timeout?,
+            failover: match failover {
+                Some(p) => Some(p?),
+                None => None,
+            },
+            retries: match retries {
+                Some(p) => Some(p?),
+                None => None,
+            },
+            promote: match promote {
+                Some(p) => Some(p?),
+                None => None,
+            },
             line: node.pos.line,
         })
     }
@@ -1237,6 +1361,229 @@ impl Validator<'_> {
     }
 }
 
+/// Resilience: circuit breakers, outlier ejection, failover, retries, promotion plans.
+impl Validator<'_> {
+    fn breaker(&mut self, node: &Node) -> Option<BreakerPolicy> {
+        let mut p = BreakerPolicy::default();
+        if node.as_str() == Some("true") {
+            return Some(p);
+        }
+        let f = self.fields(node, "circuit_breaker", BREAKER_FIELDS)?;
+        let mut ok = true;
+        for (key, slot) in [
+            ("consecutive_failures", &mut p.consecutive_failures),
+            ("min_requests", &mut p.min_requests),
+        ] {
+            if let Some(n) = f.get(key) {
+                match self.positive(n, key).and_then(|v| u32::try_from(v).ok()) {
+                    Some(v) => *slot = v,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(n) = f.get("error_rate") {
+            match self.percent(n) {
+                Some(v) if v > 0.0 => p.error_rate = v.round() as u32,
+                _ => ok = false,
+            }
+        }
+        for (key, slot) in [("window", &mut p.window), ("open_for", &mut p.open_for)] {
+            if let Some(n) = f.get(key) {
+                match self.duration(n, key) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                }
+            }
+        }
+        ok.then_some(p)
+    }
+
+    fn outlier(&mut self, node: &Node) -> Option<OutlierPolicy> {
+        let mut p = OutlierPolicy::default();
+        if node.as_str() == Some("true") {
+            return Some(p);
+        }
+        let f = self.fields(node, "outlier", OUTLIER_FIELDS)?;
+        let mut ok = true;
+        if let Some(n) = f.get("consecutive_failures") {
+            match self
+                .positive(n, "consecutive_failures")
+                .and_then(|v| u32::try_from(v).ok())
+            {
+                Some(v) => p.consecutive_failures = v,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("eject_for") {
+            match self.duration(n, "eject_for") {
+                Some(d) => p.eject_for = d,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("max_ejected_percent") {
+            match self.percent(n) {
+                Some(v) => p.max_ejected_percent = v.round() as u32,
+                None => ok = false,
+            }
+        }
+        ok.then_some(p)
+    }
+
+    fn fail_on(&mut self, node: &Node) -> Option<Vec<FailOn>> {
+        let Some(items) = node.as_seq() else {
+            self.error(
+                node.pos,
+                "`on` must be a list of: connect, timeout, reset, 5xx",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match item.as_str() {
+                Some("connect") => out.push(FailOn::Connect),
+                Some("timeout") => out.push(FailOn::Timeout),
+                Some("reset") => out.push(FailOn::Reset),
+                Some("5xx") => out.push(FailOn::Status5xx),
+                _ => {
+                    self.error(item.pos, "expected one of: connect, timeout, reset, 5xx");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `failover: true`, or `failover: {on: [...]}`. `Some(None)` means turned off.
+    fn failover(&mut self, node: &Node) -> Option<FailoverPolicy> {
+        let default = FailoverPolicy {
+            on: vec![FailOn::Connect, FailOn::Timeout],
+        };
+        if node.as_str() == Some("true") {
+            return Some(default);
+        }
+        let f = self.fields(node, "failover", FAILOVER_FIELDS)?;
+        match f.get("on") {
+            Some(n) => Some(FailoverPolicy {
+                on: self.fail_on(n)?,
+            }),
+            None => Some(default),
+        }
+    }
+
+    fn retries(&mut self, node: &Node) -> Option<RetryPolicy> {
+        let mut p = RetryPolicy {
+            attempts: 2,
+            backoff: std::time::Duration::from_millis(25),
+            budget: 20,
+            on: vec![FailOn::Connect, FailOn::Reset],
+        };
+        let f = self.fields(node, "retries", RETRY_FIELDS)?;
+        let mut ok = true;
+        if let Some(n) = f.get("attempts") {
+            match n.as_str().and_then(|t| t.parse::<u32>().ok()) {
+                Some(v) if v <= 5 => p.attempts = v,
+                _ => {
+                    self.error(n.pos, "attempts must be a whole number from 0 to 5");
+                    ok = false;
+                }
+            }
+        }
+        if let Some(n) = f.get("backoff") {
+            match self.duration(n, "backoff") {
+                Some(d) => p.backoff = d,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("budget") {
+            match self.percent(n) {
+                Some(v) => p.budget = v.round() as u32,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("on") {
+            match self.fail_on(n) {
+                Some(on) => p.on = on,
+                None => ok = false,
+            }
+        }
+        ok.then_some(p)
+    }
+
+    fn promote(&mut self, node: &Node) -> Option<PromotePlan> {
+        let mut p = PromotePlan::default();
+        let f = self.fields(node, "promote", PROMOTE_FIELDS)?;
+        let mut ok = true;
+        for (key, slot) in [
+            ("min_compared", &mut p.min_compared),
+            ("min_requests", &mut p.min_requests),
+        ] {
+            if let Some(n) = f.get(key) {
+                match n.as_str().and_then(|t| t.parse::<u64>().ok()) {
+                    Some(v) => *slot = v,
+                    None => {
+                        self.error(n.pos, format!("{key} must be a whole number"));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        for (key, slot) in [
+            ("min_match", &mut p.min_match),
+            ("max_error_rate", &mut p.max_error_rate),
+        ] {
+            if let Some(n) = f.get(key) {
+                match self.percent(n) {
+                    Some(v) => *slot = v,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(n) = f.get("max_p99_ratio") {
+            match n.as_str().and_then(|t| t.parse::<f64>().ok()) {
+                Some(v) if v >= 1.0 => p.max_p99_ratio = v,
+                _ => {
+                    self.error(n.pos, "max_p99_ratio must be a number of at least 1");
+                    ok = false;
+                }
+            }
+        }
+        for (key, slot) in [("dwell", &mut p.dwell), ("interval", &mut p.interval)] {
+            if let Some(n) = f.get(key) {
+                match self.duration(n, key) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(n) = f.get("steps") {
+            let steps: Option<Vec<f64>> = n.as_seq().and_then(|items| {
+                items
+                    .iter()
+                    .map(|i| i.as_str().and_then(|t| t.parse::<f64>().ok()))
+                    .collect()
+            });
+            match steps {
+                Some(steps)
+                    if !steps.is_empty()
+                        && steps.windows(2).all(|w| w[0] < w[1])
+                        && steps.iter().all(|s| *s > 0.0 && *s <= 100.0) =>
+                {
+                    p.steps = steps
+                }
+                _ => {
+                    self.error(
+                        n.pos,
+                        "steps must be a rising list of canary percents in (0, 100], like [5, 25, 50, 100]",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(p)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1285,7 +1632,7 @@ mod tests {
             r.sticky,
             Some(Sticky::Header(HeaderName::from_static("x-user-id")))
         );
-        assert_eq!(c.upstreams["catalog"].base_path, "/v1");
+        assert_eq!(c.upstreams["catalog"].endpoints[0].base_path, "/v1");
         assert_eq!(c.adapters["catalog"], AdapterMode::Remote);
         assert_eq!(c.limits.max_headers, 50);
         assert_eq!(c.version.len(), 64);
@@ -1709,5 +2056,42 @@ mod tests {
             ));
             assert!(e.message.contains("timeout"), "{e:?}");
         }
+    }
+
+    #[test]
+    fn resilience_settings() {
+        let yaml = "upstreams:\n  legacy: http://127.0.0.1:8081\n  catalog:\n    urls: [http://127.0.0.1:8082, http://127.0.0.1:8092]\n    balance: least_requests\n    circuit_breaker: {consecutive_failures: 3, open_for: 2s}\n    outlier: true\nfallback: legacy\nroutes:\n  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    mode: extracted\n    failover: {on: [connect, timeout, 5xx]}\n    retries: {attempts: 3, budget: 10}\n    promote: {steps: [10, 50, 100], dwell: 1s, min_requests: 5}\n";
+        let c = parse(yaml).unwrap().config;
+        let up = &c.upstreams["catalog"];
+        assert_eq!(up.endpoints.len(), 2);
+        assert_eq!(up.balance, Balance::LeastRequests);
+        assert_eq!(up.circuit_breaker.as_ref().unwrap().consecutive_failures, 3);
+        assert!(up.outlier.is_some());
+        let r = &c.routes[0];
+        assert_eq!(r.failover.as_ref().unwrap().on.len(), 3);
+        assert_eq!(r.retries.as_ref().unwrap().attempts, 3);
+        assert_eq!(r.promote.as_ref().unwrap().steps, vec![10.0, 50.0, 100.0]);
+    }
+
+    #[test]
+    fn resilience_errors() {
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    failover: {on: [sometimes]}\n",
+        ));
+        assert!(e.message.contains("connect, timeout"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    retries: {attempts: 9}\n",
+        ));
+        assert!(e.message.contains("attempts"));
+        let e = one_error(&with_route(
+            "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    promote: {steps: [50, 10]}\n",
+        ));
+        assert!(e.message.contains("rising"));
+        let e = one_error("upstreams:\n  legacy: {urls: []}\nfallback: legacy\n");
+        assert!(e.message.contains("non-empty"));
+        let e = one_error(
+            "upstreams:\n  legacy: {url: 'http://a:1', balance: random}\nfallback: legacy\n",
+        );
+        assert!(e.message.contains("balance"));
     }
 }

@@ -333,6 +333,15 @@ impl Shadow {
         }
     }
 
+    /// A route's (compared, matched) counts so far.
+    pub fn counts(&self, route: &str) -> (u64, u64) {
+        let stats = lock(&self.routes).get(route).cloned();
+        stats.map_or((0, 0), |s| {
+            let s = lock(&s);
+            (s.compared, s.matched)
+        })
+    }
+
     /// `GET /shadow`: every route that has shadow results.
     pub fn report(&self) -> Value {
         let routes: Vec<(String, Arc<Mutex<RouteStats>>)> = lock(&self.routes)
@@ -378,11 +387,13 @@ pub async fn exchange(
     max: usize,
 ) -> Result<(Answer, Duration), Failure> {
     let up = &target.upstream;
+    let endpoint = target.pick().clone();
+    let _in_flight = endpoint.start();
     let uri = format!(
         "{}://{}{}{}",
         up.scheme(),
-        up.origin,
-        up.base_path,
+        endpoint.addr.origin,
+        endpoint.addr.base_path,
         path_and_query
     );
     let mut req = Request::new(

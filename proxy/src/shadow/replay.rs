@@ -14,7 +14,6 @@ use super::compare::{self, Rules};
 use super::exchange;
 use super::record::{self, RecordedRequest};
 use super::report::{self, Mismatch, RouteStats};
-use crate::metrics::Name;
 use crate::snapshot::Target;
 
 /// Options of `strangler compare`.
@@ -71,12 +70,10 @@ pub async fn replay(opts: &ReplayOptions) -> Result<ReplayResult, String> {
             opts.requests.display()
         ));
     }
+    let registry = crate::health::Registry::default();
     let target = |name: &str, url: &str| -> Result<Arc<Target>, String> {
         let upstream = crate::config::upstream_from_url(name, url, opts.timeout)?;
-        Ok(Arc::new(Target {
-            name: Name::from(name),
-            upstream,
-        }))
+        Ok(Arc::new(Target::new(upstream, &registry)))
     };
     let legacy = target("legacy", &opts.legacy)?;
     let candidate = target("candidate", &opts.candidate)?;

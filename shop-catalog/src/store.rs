@@ -1,15 +1,10 @@
-//! The catalog service's store and HTTP API: products, their table and `/api/products`,
-//! answering exactly as the monolith's catalog module does. It started as a copy of that
-//! module and now evolves on its own.
+//! [`CatalogStore`]: the products table, its queries and the validation of what is written
+//! to it. The monolith's catalog module and `catalog-service` both serve it, so they answer
+//! alike.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
-use rusqlite::{params, OptionalExtension, Row};
-use shop_api::error::parse_id;
-use shop_api::wire::{now_rfc3339, Page, Paging, Product, ProductInput};
-use shop_api::{ApiError, ApiJson, ApiQuery, Db};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use shop_api::wire::{now_rfc3339, Page, Product, ProductInput};
+use shop_api::{ApiError, Db};
 
 /// The catalog's tables.
 pub const SCHEMA: &str = "
@@ -142,51 +137,26 @@ impl CatalogStore {
     }
 }
 
-/// `/api/products` and below.
-pub fn routes(store: CatalogStore) -> Router {
-    Router::new()
-        .route("/api/products", get(list).post(create))
-        .route("/api/products/{id}", get(read).put(update).delete(remove))
-        .with_state(store)
-}
-
-async fn list(
-    State(s): State<CatalogStore>,
-    ApiQuery(paging): ApiQuery<Paging>,
-) -> Result<axum::Json<Page<Product>>, ApiError> {
-    let (limit, offset) = paging.resolve()?;
-    Ok(axum::Json(s.list(limit, offset).await?))
-}
-
-async fn read(
-    State(s): State<CatalogStore>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Product>, ApiError> {
-    let id = parse_id(&id, |t| ApiError::product_not_found(t))?;
-    Ok(axum::Json(s.get(id).await?))
-}
-
-async fn create(
-    State(s): State<CatalogStore>,
-    ApiJson(input): ApiJson<ProductInput>,
-) -> Result<(StatusCode, axum::Json<Product>), ApiError> {
-    Ok((StatusCode::CREATED, axum::Json(s.create(input).await?)))
-}
-
-async fn update(
-    State(s): State<CatalogStore>,
-    Path(id): Path<String>,
-    ApiJson(input): ApiJson<ProductInput>,
-) -> Result<axum::Json<Product>, ApiError> {
-    let id = parse_id(&id, |t| ApiError::product_not_found(t))?;
-    Ok(axum::Json(s.update(id, input).await?))
-}
-
-async fn remove(
-    State(s): State<CatalogStore>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id, |t| ApiError::product_not_found(t))?;
-    s.delete(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// Writes `products` as they are (ids and `updated_at` kept), inserting or replacing by id:
+/// how an import copies them from another owner.
+pub fn upsert(tx: &Transaction<'_>, products: &[Product]) -> rusqlite::Result<()> {
+    for p in products {
+        tx.execute(
+            "INSERT INTO products (id, sku, name, description, price_cents, currency, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, name = excluded.name,
+               description = excluded.description, price_cents = excluded.price_cents,
+               currency = excluded.currency, updated_at = excluded.updated_at",
+            params![
+                p.id,
+                p.sku,
+                p.name,
+                p.description,
+                p.price_cents,
+                p.currency,
+                p.updated_at
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -1,24 +1,15 @@
-//! The inventory service's store and HTTP API: stock per SKU and the reservations that hold
-//! it, answering exactly as the monolith's inventory module does (it started as a copy).
+//! [`InventoryStore`]: stock per SKU and the reservations that hold it, their tables, queries
+//! and validation. The monolith's inventory module and `inventory-service` both serve it, so
+//! they answer alike.
 //!
 //! A reservation moves units from `available` to `reserved`; a release moves them back, so
 //! `available + reserved` of a SKU only changes when stock is set. Releasing an order also
 //! records the order as released, so a reservation for it that arrives late (a retried or
 //! delayed request) is refused instead of holding stock nobody will release.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::Router;
 use rusqlite::{params, OptionalExtension, Transaction};
-use shop_api::error::parse_id;
-use shop_api::wire::{
-    now_rfc3339, Page, Paging, Released, Reservation, ReserveRequest, StockLevel,
-};
-use shop_api::{ApiError, ApiJson, ApiQuery, Db};
-
-/// The header that makes a reservation request safe to retry.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+use shop_api::wire::{now_rfc3339, Page, Released, Reservation, ReserveRequest, StockLevel};
+use shop_api::{ApiError, Db};
 
 /// The inventory's tables.
 pub const SCHEMA: &str = "
@@ -239,69 +230,21 @@ impl InventoryStore {
     }
 }
 
-/// `/api/inventory` and below.
-pub fn routes(store: InventoryStore) -> Router {
-    Router::new()
-        .route("/api/inventory", get(list))
-        .route("/api/inventory/{sku}", get(read))
-        .route("/api/inventory/{sku}/reserve", post(reserve))
-        .route("/api/inventory/reservations/{id}/release", post(release))
-        .route(
-            "/api/inventory/orders/{order_ref}/release",
-            post(release_order),
-        )
-        .with_state(store)
+/// Sets the stock levels of `levels` as they are, inserting or replacing by SKU: how an
+/// import copies them from another owner.
+pub fn upsert(tx: &Transaction<'_>, levels: &[StockLevel]) -> rusqlite::Result<()> {
+    for s in levels {
+        tx.execute(
+            "INSERT INTO stock (sku, available, reserved) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sku) DO UPDATE SET available = excluded.available,
+               reserved = excluded.reserved",
+            params![s.sku, s.available, s.reserved],
+        )?;
+    }
+    Ok(())
 }
 
-async fn list(
-    State(s): State<InventoryStore>,
-    ApiQuery(paging): ApiQuery<Paging>,
-) -> Result<axum::Json<Page<StockLevel>>, ApiError> {
-    let (limit, offset) = paging.resolve()?;
-    Ok(axum::Json(s.list(limit, offset).await?))
-}
-
-async fn read(
-    State(s): State<InventoryStore>,
-    Path(sku): Path<String>,
-) -> Result<axum::Json<StockLevel>, ApiError> {
-    Ok(axum::Json(s.get(sku).await?))
-}
-
-async fn reserve(
-    State(s): State<InventoryStore>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<ReserveRequest>,
-) -> Result<axum::Json<Reservation>, ApiError> {
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 200 => Some(k.to_string()),
-            _ => {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "idempotency-key must be 1 to 200 visible ASCII characters",
-                ))
-            }
-        },
-    };
-    Ok(axum::Json(s.reserve(sku, req, key).await?))
-}
-
-async fn release(
-    State(s): State<InventoryStore>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Released>, ApiError> {
-    let id = parse_id(&id, |t| {
-        ApiError::not_found(format!("reservation {t} not found"))
-    })?;
-    Ok(axum::Json(s.release(id).await?))
-}
-
-async fn release_order(
-    State(s): State<InventoryStore>,
-    Path(order_ref): Path<String>,
-) -> Result<axum::Json<Released>, ApiError> {
-    Ok(axum::Json(s.release_order(order_ref).await?))
+/// How many reservations this store holds (of any status).
+pub fn reservation_count(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT COUNT(*) FROM reservations", [], |r| r.get(0))
 }
