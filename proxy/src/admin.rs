@@ -8,6 +8,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::config::AdminToken;
 
 use crate::proxy::{full, json_response};
 use crate::reload::{self, Live};
@@ -19,11 +22,72 @@ use crate::upstream::Body;
 pub struct Admin {
     /// The live config.
     pub live: Arc<Live>,
+    /// Whether requests need the bearer token: true when the admin API is bound to an
+    /// address other than loopback.
+    pub require_token: bool,
+}
+
+impl Admin {
+    /// The handler for an admin API bound to `addr`.
+    pub fn new(live: Arc<Live>, addr: SocketAddr) -> Admin {
+        Admin {
+            live,
+            require_token: !addr.ip().to_canonical().is_loopback(),
+        }
+    }
+}
+
+/// Whether a request may use the admin API. `/healthz` is always open (load balancer and
+/// Kubernetes probes carry no token); off loopback everything else needs
+/// `Authorization: Bearer TOKEN`, and with no token configured it is refused outright.
+pub fn authorize(
+    require_token: bool,
+    path: &str,
+    headers: &http::HeaderMap,
+    token: Option<&AdminToken>,
+) -> Result<(), Box<Response<Body>>> {
+    if !require_token || path == "/healthz" {
+        return Ok(());
+    }
+    let unauthorized = |error: &str| {
+        let mut resp = json_response(StatusCode::UNAUTHORIZED, &json!({ "error": error }));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"strangler-admin\""),
+        );
+        Box::new(resp)
+    };
+    let Some(token) = token else {
+        return Err(unauthorized(
+            "the admin API is not on loopback and no token is configured (admin_token_file or STRANGLER_ADMIN_TOKEN)",
+        ));
+    };
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match offered {
+        // Constant time: the comparison takes as long however much of the token matches.
+        Some(offered) if bool::from(offered.as_bytes().ct_eq(token.secret.as_bytes())) => Ok(()),
+        Some(_) => Err(unauthorized("wrong token")),
+        None => Err(unauthorized("missing `Authorization: Bearer TOKEN`")),
+    }
 }
 
 impl Handler for Admin {
     async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let live = &self.live;
+        if let Err(resp) = authorize(
+            self.require_token,
+            req.uri().path(),
+            req.headers(),
+            live.snapshot().config.admin_token.as_ref(),
+        ) {
+            return *resp;
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => {
                 json_response(StatusCode::OK, &json!({"status": "ok"}))
@@ -127,4 +191,91 @@ pub fn routes_json(live: &Live) -> serde_json::Value {
 /// A time as RFC 3339 in UTC, to the millisecond.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, a.parse().unwrap());
+        }
+        h
+    }
+
+    fn token() -> AdminToken {
+        AdminToken {
+            source: "test".into(),
+            secret: "s3cret".into(),
+        }
+    }
+
+    fn status(r: Result<(), Box<Response<Body>>>) -> u16 {
+        match r {
+            Ok(()) => 200,
+            Err(resp) => resp.status().as_u16(),
+        }
+    }
+
+    #[test]
+    fn loopback_needs_no_token() {
+        assert_eq!(
+            status(authorize(false, "/routes", &headers(None), None)),
+            200
+        );
+    }
+
+    #[test]
+    fn off_loopback_the_token_is_required_except_for_healthz() {
+        let t = token();
+        let t = Some(&t);
+        assert_eq!(status(authorize(true, "/routes", &headers(None), t)), 401);
+        assert_eq!(
+            status(authorize(true, "/routes", &headers(Some("Bearer nope")), t)),
+            401
+        );
+        assert_eq!(
+            status(authorize(
+                true,
+                "/routes",
+                &headers(Some("Basic s3cret")),
+                t
+            )),
+            401
+        );
+        assert_eq!(
+            status(authorize(
+                true,
+                "/reload",
+                &headers(Some("Bearer s3cret")),
+                t
+            )),
+            200
+        );
+        assert_eq!(
+            status(authorize(
+                true,
+                "/metrics",
+                &headers(Some("bearer  s3cret ")),
+                t
+            )),
+            200
+        );
+        assert_eq!(status(authorize(true, "/healthz", &headers(None), t)), 200);
+    }
+
+    #[test]
+    fn off_loopback_without_a_configured_token_everything_but_healthz_is_refused() {
+        assert_eq!(
+            status(authorize(true, "/routes", &headers(Some("Bearer x")), None)),
+            401
+        );
+        assert_eq!(
+            status(authorize(true, "/healthz", &headers(None), None)),
+            200
+        );
+    }
 }

@@ -41,6 +41,10 @@ enum Command {
         /// Worker threads serving traffic (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Zero-downtime binary upgrades: listen on this Unix socket; a new process started
+        /// with the same flag takes over the listening sockets and this one drains and exits.
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
     },
     /// Validate the config: exit 0 when usable, 1 when not.
     Check {
@@ -76,6 +80,13 @@ enum Command {
     },
     /// Print each route's mode, share and request counts from a running proxy.
     Status {
+        /// The admin API's address.
+        #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
+        admin: String,
+    },
+    /// Exit 0 when a running proxy's admin API answers `GET /healthz` with 200, else 1 (a
+    /// container health check).
+    Health {
         /// The admin API's address.
         #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
         admin: String,
@@ -156,6 +167,7 @@ pub fn main() -> ExitCode {
             log_format,
             shutdown_timeout,
             workers,
+            upgrade_socket,
         } => {
             logging::init(log_format);
             let opts = RunOptions {
@@ -164,6 +176,7 @@ pub fn main() -> ExitCode {
                 admin,
                 shutdown_timeout,
                 workers,
+                upgrade_socket,
             };
             match run::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -175,6 +188,14 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Health { admin } => match block_on(crate::status::health(&admin)) {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                eprintln!("strangler: {e:#}");
+                ExitCode::FAILURE
+            }
+            Err(code) => code,
+        },
         Command::ShadowReport { admin, json } => {
             match block_on(crate::status::shadow_report(&admin)) {
                 Ok(Ok(doc)) if json => {
@@ -392,7 +413,7 @@ fn edit(path: &std::path::Path, change: impl FnOnce(&str) -> Result<String, Stri
             return ExitCode::FAILURE;
         }
     };
-    if let Err(diags) = config::parse(&new) {
+    if let Err(diags) = config::parse_at(&new, &config::config_dir(path)) {
         eprintln!("{display}: not changed: the edit would make the file invalid:");
         for d in diags
             .iter()

@@ -37,6 +37,8 @@ pub struct Outgoing {
     pub body: OutBody,
     /// The client side of a protocol upgrade, when upgrading.
     pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The route's response timeout, overriding the upstream's.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A request body: streamed once, or held whole so it can be sent again.
@@ -79,6 +81,7 @@ pub async fn forward(
         headers,
         body,
         client_upgrade,
+        timeout,
     } = out;
     let bytes = match body {
         OutBody::Stream(body) => {
@@ -89,6 +92,7 @@ pub async fn forward(
                 headers,
                 body,
                 client_upgrade,
+                timeout,
                 metrics,
             )
             .await;
@@ -108,7 +112,7 @@ pub async fn forward(
             .map_err(|never| match never {})
             .boxed();
         let headers = h.clone();
-        async move { send_once(&t, m, pq, headers, body, None, metrics).await }
+        async move { send_once(&t, m, pq, headers, body, None, timeout, metrics).await }
     };
     let retries = route.and_then(|r| r.retries.as_ref());
     if let Some(r) = retries {
@@ -187,6 +191,7 @@ fn classify(result: &Result<Response<Body>, FailureKind>) -> Option<FailOn> {
 }
 
 /// One attempt on one instance of `target`.
+#[allow(clippy::too_many_arguments)]
 async fn send_once(
     target: &Target,
     method: &Method,
@@ -194,6 +199,7 @@ async fn send_once(
     headers: HeaderMap,
     body: Body,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    timeout: Option<std::time::Duration>,
     metrics: &Metrics,
 ) -> Result<Response<Body>, FailureKind> {
     let up = &target.upstream;
@@ -214,7 +220,8 @@ async fn send_once(
     let mut uri = String::with_capacity(
         ep.origin.as_str().len() + ep.base_path.len() + path_and_query.len() + 8,
     );
-    uri.push_str("http://");
+    uri.push_str(up.scheme());
+    uri.push_str("://");
     uri.push_str(ep.origin.as_str());
     uri.push_str(&ep.base_path);
     uri.push_str(path_and_query);
@@ -225,9 +232,10 @@ async fn send_once(
     *req.headers_mut() = headers;
     let upgrading = client_upgrade.is_some();
 
-    let result = match tokio::time::timeout(up.timeout, target.client().request(req)).await {
+    let wait = timeout.unwrap_or(up.timeout);
+    let result = match tokio::time::timeout(wait, target.client().request(req)).await {
         Err(_elapsed) => {
-            tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?up.timeout, "upstream response timed out");
+            tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
             Err(FailureKind::Timeout)
         }
         Ok(Err(e)) => {

@@ -80,35 +80,59 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
-/// Sets the `X-Forwarded-*` headers: the peer appended to `X-Forwarded-For`, `Proto` and
-/// `Host` overwritten.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<&HeaderValue>) {
-    let peer = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 5.3).
-        Some(_) => {
-            let mut joined = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
-            joined.push_str(", ");
-            joined.push_str(&peer);
-            joined
-        }
-        None => peer,
+/// What the proxy knows about the hop a request arrived on, for `X-Forwarded-*`.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The peer's address.
+    pub peer: IpAddr,
+    /// The host the client asked for (`Host`, or the absolute-form authority).
+    pub host: Option<&'a HeaderValue>,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// Whether the peer is a trusted proxy whose `X-Forwarded-*` are believed.
+    pub trusted: bool,
+}
+
+/// Sets the `X-Forwarded-*` headers. From a trusted peer, its `X-Forwarded-For` is kept and
+/// the peer appended, and its `-Proto` and `-Host` are kept when present. From anyone else
+/// they are replaced: `X-Forwarded-For` is the peer alone, `-Proto` is this hop's scheme,
+/// `-Host` the host asked for.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: Hop<'_>) {
+    let peer = hop.peer.to_canonical().to_string();
+    let incoming: Vec<&str> = if hop.trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 5.3).
+    let xff = if incoming.is_empty() {
+        peer
+    } else {
+        format!("{}, {peer}", incoming.join(", "))
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match host {
-        Some(h) => {
-            headers.insert(&X_FORWARDED_HOST, h.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
+    let keep_proto = hop.trusted && headers.contains_key(&X_FORWARDED_PROTO);
+    if !keep_proto {
+        let proto = if hop.tls { "https" } else { "http" };
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    let keep_host = hop.trusted && headers.contains_key(&X_FORWARDED_HOST);
+    if !keep_host {
+        match hop.host {
+            Some(h) => {
+                headers.insert(&X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
         }
     }
 }
@@ -158,19 +182,48 @@ mod tests {
         assert_eq!(h["connection"], "upgrade");
     }
 
+    fn hop(trusted: bool, tls: bool) -> Hop<'static> {
+        static SHOP: HeaderValue = HeaderValue::from_static("shop");
+        Hop {
+            peer: "10.0.0.1".parse().unwrap(),
+            host: Some(&SHOP),
+            tls,
+            trusted,
+        }
+    }
+
     #[test]
-    fn forwarded_for_appends() {
+    fn a_trusted_peer_is_appended_and_its_proto_and_host_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "www.example.com"),
+        ]);
+        set_forwarded(&mut h, hop(true, false));
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "www.example.com");
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_spoof() {
         let mut h = map(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
         ]);
-        set_forwarded(
-            &mut h,
-            "10.0.0.1".parse().unwrap(),
-            Some(&HeaderValue::from_static("shop")),
-        );
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
+        set_forwarded(&mut h, hop(false, false));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop");
+    }
+
+    #[test]
+    fn tls_sets_https() {
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, hop(false, true));
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
     }
 }

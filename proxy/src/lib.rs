@@ -14,6 +14,11 @@
 //!   outlier ejection; [`breaker`]: circuit breaking; [`health`]: their state across reloads.
 //! - [`promotion`]: gated promotion plans and automatic rollback.
 //! - [`server`]: the accept loop, connection limits and timeouts, graceful shutdown.
+//! - [`tls`]: rustls server (SNI, ALPN) and upstream client configs; [`redirect`]: the
+//!   plain-HTTP listener that redirects to HTTPS.
+//! - [`trusted`]: trusted proxies, whose `X-Forwarded-*` are believed.
+//! - [`body_limit`]: a route's `max_body_bytes` on a streaming body.
+//! - [`handover`]: zero-downtime binary upgrades, listening sockets passed to the new process.
 //! - [`shadow`]: shadow copies, the comparer (`shadow::compare`) and its reports.
 //! - [`admin`]: the admin API; [`metrics`]: Prometheus metrics.
 //! - [`run`], [`cli`], [`explain`], [`status`], [`logging`]: the command line.
@@ -22,12 +27,14 @@
 pub mod adapter;
 pub mod admin;
 pub mod balance;
+pub mod body_limit;
 pub mod breaker;
 pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod explain;
 pub mod forward;
+pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod logging;
@@ -36,6 +43,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod promotion;
 pub mod proxy;
+pub mod redirect;
 pub mod reload;
 pub mod retry;
 pub mod run;
@@ -43,4 +51,6 @@ pub mod server;
 pub mod shadow;
 pub mod snapshot;
 pub mod status;
+pub mod tls;
+pub mod trusted;
 pub mod upstream;

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 
+use crate::body_limit::LimitedBody;
 use crate::canary;
 use crate::config::{Limits, Mode};
 use crate::forward::{self, OutBody};
@@ -128,6 +129,16 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
         None => path.clone(),
     };
 
+    // A body declared over the route's limit is refused before a byte goes upstream.
+    let body_limit = route.and_then(|r| r.max_body_bytes);
+    if let Some(limit) =
+        body_limit.filter(|limit| declared_length(req.headers()).is_some_and(|n| n > *limit))
+    {
+        let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
+        resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+        return resp;
+    }
+
     // Rewrite the request for the upstream side: hop-by-hop headers, X-Forwarded-*, Host,
     // request id.
     let upgrading = headers::is_upgrade(req.headers());
@@ -137,7 +148,15 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     let host = forward::host_value(&parts.uri, &parts.headers);
     let mut out_headers = parts.headers;
     headers::remove_hop_by_hop(&mut out_headers, upgrading);
-    headers::set_forwarded(&mut out_headers, peer.ip(), host.as_ref());
+    headers::set_forwarded(
+        &mut out_headers,
+        headers::Hop {
+            peer: peer.ip(),
+            host: host.as_ref(),
+            tls: parts.extensions.get::<TlsConnection>().is_some(),
+            trusted: crate::trusted::is_trusted(&snap.config.trusted_proxies, peer.ip()),
+        },
+    );
     match host {
         Some(h) => {
             out_headers.insert(header::HOST, h);
@@ -173,6 +192,7 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     };
 
     // A request that may be retried or failed over is read whole first (when small).
+    let mut limit_watch = None;
     let resilient = decision.to_upstream
         && route.is_some_and(|r| r.retries.is_some() || r.failover.is_some())
         && !upgrading
@@ -187,7 +207,20 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
             .collect()
             .await
         {
+            Ok(collected) if body_limit.is_some_and(|limit| collected_len(&collected) > limit) => {
+                let limit = body_limit.unwrap_or_default();
+                let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                return resp;
+            }
             Ok(collected) => OutBody::Replayable(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                // Larger than its declared length cannot happen (hyper enforces it).
+                let rejection = Rejection::bad_request("request body longer than declared");
+                let mut resp = rejection.response();
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                return resp;
+            }
             Err(_) => {
                 let rejection = Rejection::bad_request("could not read the request body");
                 let mut resp = rejection.response();
@@ -197,6 +230,11 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
         }
     } else {
         let mut body = body.boxed();
+        if let Some(limit) = body_limit {
+            let (limited, exceeded) = LimitedBody::new(body, limit);
+            body = limited.boxed();
+            limit_watch = Some((limit, exceeded));
+        }
         if let Some(job) = &mut job {
             let (tee, rx) = TeeBody::new(body, job.max_body_bytes());
             body = tee.boxed();
@@ -206,20 +244,34 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     };
 
     let sent = Instant::now();
-    let outcome = forward::forward(
+    let forwarding = forward::forward(
         forward::Outgoing {
             method: method.clone(),
             path_and_query,
             headers: out_headers,
             body: out_body,
             client_upgrade,
+            timeout: route.and_then(|r| r.timeout),
         },
         &target,
         &snap.fallback,
         route,
         live.metrics(),
-    )
-    .await;
+    );
+    let outcome = match limit_watch {
+        // A body going over its limit ends the exchange: dropping the forwarding future
+        // drops the upstream request mid-body, so the upstream never sees it complete.
+        Some((limit, exceeded)) => tokio::select! {
+            outcome = forwarding => outcome,
+            _ = exceeded.wait() => {
+                let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
+                live.metrics().request(&route_label, &target.name, &method, 413, started.elapsed());
+                return resp;
+            }
+        },
+        None => forwarding.await,
+    };
     let upstream_latency = sent.elapsed();
     let served_by = outcome.served_by.clone();
     // The upstream's own outcome: a request that failed over to the fallback still counts
@@ -286,6 +338,39 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
 /// Marks the responses the proxy made itself.
 #[derive(Debug, Clone, Copy)]
 struct MadeByProxy;
+
+/// Marks requests that arrived on a TLS connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsConnection;
+
+fn collected_len(c: &http_body_util::Collected<Bytes>) -> u64 {
+    use hyper::body::Body as _;
+    c.size_hint().exact().unwrap_or(0)
+}
+
+/// The request body length a client declared, if it declared one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The 413 a client gets for a body over the route's limit.
+fn too_large(limit: u64, route: Option<&str>) -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &serde_json::json!({
+            "error": format!("request body larger than {limit} bytes"),
+            "route": route,
+        }),
+    );
+    // Whatever of the body is still unread is not worth reading.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.extensions_mut().insert(MadeByProxy);
+    resp
+}
 
 /// A request refused before routing.
 struct Rejection {

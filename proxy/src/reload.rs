@@ -107,7 +107,17 @@ impl Live {
     pub fn reload(&self, trigger: &str) -> Result<String, Vec<String>> {
         let _one_at_a_time = lock(&self.reloading);
         let started = std::time::Instant::now();
-        let result = config::load(&self.path);
+        let result = config::load(&self.path).and_then(|checked| {
+            // The listener's protocol is fixed when it is bound, like its address.
+            let was_tls = self.snapshot().config.tls.is_some();
+            if was_tls != checked.config.tls.is_some() {
+                let change = if was_tls { "removed" } else { "added" };
+                return Err(vec![Diagnostic::error_nowhere(format!(
+                    "`tls` cannot be {change} by a reload (the listener's protocol is fixed at start); restart to apply"
+                ))]);
+            }
+            Ok(checked)
+        });
         let result = match result {
             Ok(checked) => {
                 *lock(&self.last_attempt) = checked.config.version.clone();

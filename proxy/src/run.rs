@@ -20,7 +20,9 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::{Limits, DEFAULT_ADMIN, DEFAULT_LISTEN};
+use crate::handover::{self, Role, UpgradeSocket};
 use crate::metrics::Metrics;
+use crate::redirect::Redirect;
 use crate::reload::{self, Live};
 use crate::server::{self, Drain, DrainGuard, Handler, ShutdownRx};
 use crate::upstream::Body;
@@ -38,6 +40,8 @@ pub struct RunOptions {
     pub shutdown_timeout: Duration,
     /// Worker threads serving traffic; `None` for one per core.
     pub workers: Option<usize>,
+    /// The Unix socket binary upgrades hand the listening sockets over on.
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 /// The proxy's request handler.
@@ -45,6 +49,8 @@ pub struct RunOptions {
 pub struct ProxyHandler {
     /// The live config.
     pub live: Arc<Live>,
+    /// Whether the listener terminates TLS (fixed at start, like the address).
+    pub tls: bool,
 }
 
 impl Handler for ProxyHandler {
@@ -58,6 +64,19 @@ impl Handler for ProxyHandler {
 
     fn limits(&self) -> Limits {
         self.live.snapshot().config.limits.clone()
+    }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        if !self.tls {
+            return None;
+        }
+        // A reload cannot drop `tls` from a TLS listener (it is refused), so this is set.
+        self.live
+            .snapshot()
+            .config
+            .tls
+            .as_ref()
+            .map(|t| t.server.clone())
     }
 }
 
@@ -93,9 +112,43 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(a) => a,
         None => default_addr(DEFAULT_ADMIN)?,
     };
-    let listener = bind(listen_addr).with_context(|| format!("cannot listen on {listen_addr}"))?;
-    let admin_listener =
-        bind(admin_addr).with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
+    let tls = snap.config.tls.is_some();
+    let redirect_addr = snap.config.tls.as_ref().and_then(|t| t.redirect_http);
+    if !admin_addr.ip().is_loopback() && snap.config.admin_token.is_none() {
+        tracing::warn!(admin = %admin_addr, "the admin API is off loopback without a token: it answers 401 to everything but /healthz (set admin_token_file or STRANGLER_ADMIN_TOKEN)");
+    }
+
+    // The listening sockets: from the process being upgraded, else bound here.
+    let mut takeover = match &opts.upgrade_socket {
+        Some(path) => handover::take_over(path)
+            .with_context(|| format!("binary upgrade through {}", path.display()))?,
+        None => None,
+    };
+    let mut socket = |role: Role, addr: SocketAddr, what: &str| -> anyhow::Result<_> {
+        if let Some(l) = takeover.as_mut().and_then(|t| t.take(role)) {
+            l.set_nonblocking(true)?;
+            let inherited = l.local_addr()?;
+            if inherited != addr {
+                tracing::warn!(%inherited, configured = %addr, "{what}: keeping the inherited socket; a new address needs a full restart");
+            }
+            return Ok(l);
+        }
+        bind(addr).with_context(|| format!("cannot bind {what} on {addr}"))
+    };
+    let listener = socket(Role::Listen, listen_addr, "the listener")?;
+    let admin_listener = socket(Role::Admin, admin_addr, "the admin API")?;
+    let redirect_listener = match redirect_addr {
+        Some(addr) => Some(socket(Role::Redirect, addr, "the HTTP redirect")?),
+        None => None,
+    };
+    // Copies kept to hand over at the next upgrade.
+    let mut to_hand_over = vec![
+        (Role::Listen, listener.try_clone()?),
+        (Role::Admin, admin_listener.try_clone()?),
+    ];
+    if let Some(l) = &redirect_listener {
+        to_hand_over.push((Role::Redirect, l.try_clone()?));
+    }
     let workers = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -112,7 +165,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let listener = listener
             .try_clone()
             .context("cannot share the listening socket")?;
-        let handler = ProxyHandler { live: live.clone() };
+        let handler = ProxyHandler {
+            live: live.clone(),
+            tls,
+        };
         let (limits, shutdown, guard) = (limits.clone(), shutdown_rx.clone(), guard.clone());
         let thread = std::thread::Builder::new()
             .name(format!("strangler-worker-{i}"))
@@ -140,20 +196,62 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let admin_listener = TcpListener::from_std(admin_listener)?;
         tokio::spawn(server::serve(
             admin_listener,
-            limits,
-            Admin { live: live.clone() },
-            shutdown_rx,
-            guard,
+            limits.clone(),
+            Admin::new(live.clone(), admin_addr),
+            shutdown_rx.clone(),
+            guard.clone(),
         ));
+        match redirect_listener {
+            Some(l) => {
+                tokio::spawn(server::serve(
+                    TcpListener::from_std(l)?,
+                    limits,
+                    Redirect { live: live.clone() },
+                    shutdown_rx,
+                    guard,
+                ));
+            }
+            // Draining waits for every guard: this one must not outlive the servers.
+            None => drop((guard, shutdown_rx)),
+        }
         tracing::info!(
             listen = %listen_addr,
             admin = %admin_addr,
+            tls,
+            redirect_http = ?redirect_addr,
             workers,
             config = %opts.config.display(),
             version = &live.snapshot().config.version[..12],
             "strangler serving"
         );
-        wait_for_signal().await?;
+        // Serving: let the process being upgraded drain, and offer the sockets onwards.
+        if let Some(t) = takeover.take() {
+            tokio::task::spawn_blocking(move || t.ready())
+                .await
+                .context("upgrade task")?
+                .context("telling the old process to drain")?;
+            tracing::info!("took over the listening sockets; the old process is draining");
+        }
+        let (taken_tx, mut taken_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let upgrade = match &opts.upgrade_socket {
+            Some(path) => Some(
+                UpgradeSocket::serve(path, to_hand_over, move || {
+                    let _ = taken_tx.try_send(());
+                })
+                .with_context(|| format!("cannot serve the upgrade socket {}", path.display()))?,
+            ),
+            None => {
+                drop(to_hand_over);
+                None
+            }
+        };
+        tokio::select! {
+            r = wait_for_signal() => r?,
+            Some(()) = taken_rx.recv() => {}
+        }
+        if let Some(u) = &upgrade {
+            u.close();
+        }
         tracing::info!(timeout = ?opts.shutdown_timeout, "shutting down: no new connections, draining in-flight requests");
         let _ = shutdown_tx.send(true);
         if drain.wait(opts.shutdown_timeout).await {

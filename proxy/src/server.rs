@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Limits;
@@ -73,6 +73,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// The limits for a new connection (the live config's, so a reload applies to new
     /// connections).
     fn limits(&self) -> Limits;
+
+    /// For a TLS listener, the server config a new connection handshakes with (the live
+    /// config's, so reloaded certificates apply to new connections); `None` for plain TCP.
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
 }
 
 /// Accepts connections on `listener` until shutdown, serving each with `handler`; then
@@ -109,10 +115,25 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let limits = handler.limits();
+        let tls = handler.tls();
         let shutdown = shutdown.clone();
         let drain = drain.clone();
         connections.spawn(async move {
-            serve_connection(stream, peer, &limits, handler, shutdown).await;
+            match tls {
+                None => serve_connection(stream, peer, &limits, handler, shutdown, false).await,
+                Some(config) => {
+                    // The handshake counts against the header-read timeout: a client that
+                    // opens a connection and says nothing is cut off either way.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, &limits, handler, shutdown, true).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
             drop(drain);
         });
@@ -123,13 +144,17 @@ pub async fn serve<H: Handler>(
     connections.wait().await;
 }
 
-async fn serve_connection<H: Handler>(
-    stream: TcpStream,
+async fn serve_connection<H, S>(
+    stream: S,
     peer: SocketAddr,
     limits: &Limits,
     handler: H,
     mut shutdown: ShutdownRx,
-) {
+    tls: bool,
+) where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -137,15 +162,29 @@ async fn serve_connection<H: Handler>(
         scan: HeadScan::default(),
     });
     let service_activity = activity.clone();
+    let draining = shutdown.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
         let activity = service_activity.clone();
+        let draining = draining.clone();
+        let http1 = req.version() < http::Version::HTTP_2;
         activity.request_started();
         if activity.framing_conflict.swap(false, Ordering::Relaxed) {
             req.extensions_mut().insert(FramingConflict);
         }
+        if tls {
+            req.extensions_mut().insert(crate::proxy::TlsConnection);
+        }
         async move {
-            let resp = handler.call(req, peer).await;
+            let mut resp = handler.call(req, peer).await;
+            if http1 && *draining.borrow() {
+                // Shutting down (or handing over to a new process): this connection's last
+                // answer. hyper closes an HTTP/1 connection after a `Connection: close`.
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             let guard = RequestGuard(activity);
             Ok::<_, Infallible>(resp.map(|b| {
                 crate::upstream::Body::new(GuardedBody {
@@ -175,6 +214,10 @@ async fn serve_connection<H: Handler>(
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     let mut closing = false;
+    // Shutdown came before the connection's first request: a client that just connected has
+    // its request on the way, and closing now would fail it. It gets that request answered
+    // (with `Connection: close`), or the header-read timeout closes it.
+    let mut deferred = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -184,6 +227,10 @@ async fn serve_connection<H: Handler>(
                 return;
             }
             _ = ticker.tick() => {
+                if deferred && !closing && activity.started_any.load(Ordering::Relaxed) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
                 match activity.check(limits.header_read_timeout, limits.idle_timeout) {
                     Verdict::Fine => {}
                     Verdict::HeaderTimeout => {
@@ -197,9 +244,13 @@ async fn serve_connection<H: Handler>(
                     Verdict::Idle => {}
                 }
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = shutdown.changed(), if !closing && !deferred => {
+                if activity.started_any.load(Ordering::Relaxed) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    deferred = true;
+                }
             }
         }
     }
@@ -244,6 +295,8 @@ struct Activity {
     /// When the current request head started arriving, +1 (0: no head in progress).
     head_started: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether any request has started on this connection.
+    started_any: AtomicBool,
     /// Set by the reader when the head being read has both Content-Length and
     /// Transfer-Encoding; taken by the request it belongs to.
     framing_conflict: AtomicBool,
@@ -265,6 +318,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
+            started_any: AtomicBool::new(false),
             framing_conflict: AtomicBool::new(false),
             rearm_scan: AtomicBool::new(true),
         }
@@ -289,6 +343,7 @@ impl Activity {
     }
 
     fn request_started(&self) {
+        self.started_any.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
     }
@@ -351,10 +406,10 @@ impl hyper::body::Body for GuardedBody {
     }
 }
 
-/// A TCP stream that records when bytes move, and scans request heads for framing
-/// conflicts.
-struct TrackedIo {
-    inner: TcpStream,
+/// A client stream (TCP, or TLS over TCP) that records when bytes move, and scans request
+/// heads for framing conflicts.
+struct TrackedIo<S> {
+    inner: S,
     activity: Arc<Activity>,
     scan: HeadScan,
 }
@@ -418,7 +473,7 @@ impl HeadScan {
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -442,7 +497,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

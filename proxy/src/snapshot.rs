@@ -41,7 +41,7 @@ impl Target {
 
     /// The calling thread's pooled client for this upstream.
     pub fn client(&self) -> HttpClient {
-        upstream::client(self.upstream.connect_timeout)
+        upstream::client(self.upstream.connect_timeout, self.upstream.tls.as_ref())
     }
 
     /// The instance for the next request.
@@ -141,6 +141,7 @@ fn unreachable_target(name: &str, registry: &Registry) -> Arc<Target> {
         }],
         timeout: crate::config::DEFAULT_TIMEOUT,
         connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
+        tls: None,
         balance: crate::config::Balance::P2c,
         circuit_breaker: None,
         outlier: None,

@@ -44,6 +44,12 @@ pub async fn status(admin: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `GET /healthz` on the admin API at `admin`: Ok when it answers 200 (a probe for
+/// container runtimes without curl, such as Docker's HEALTHCHECK on a distroless image).
+pub async fn health(admin: &str) -> anyhow::Result<()> {
+    get(admin, "/healthz").await.map(|_| ())
+}
+
 /// Fetches `GET /shadow` from the admin API at `admin`.
 pub async fn shadow_report(admin: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_slice(&get(admin, "/shadow").await?)
@@ -55,7 +61,18 @@ async fn get(admin: &str, path: &str) -> anyhow::Result<Bytes> {
     let uri: http::Uri = format!("http://{admin}{path}")
         .parse()
         .context("admin address")?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri))
+    let mut req = http::Request::get(uri);
+    // Off loopback the admin API wants the token; take it from where `run` does.
+    if let Ok(token) = std::env::var(crate::config::ADMIN_TOKEN_ENV) {
+        if !token.trim().is_empty() {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", token.trim()),
+            );
+        }
+    }
+    let req = req.body(Empty::new()).context("request")?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
         .await
         .with_context(|| format!("no answer from the admin API at {admin} within 5s"))?
         .with_context(|| format!("cannot reach the admin API at {admin}: is strangler running?"))?;

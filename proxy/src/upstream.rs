@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -14,8 +15,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 /// The body type the proxy sends and returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// A pooled client to upstreams.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// A pooled client to upstreams, `http://` and `https://` (HTTP/1.1 both ways).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// What a pool is keyed by: connections in one pool share a connect timeout and the trust
+/// anchors their certificates are checked against (`None` for a pool used only for `http://`
+/// upstreams).
+type PoolKey = (Duration, Option<String>);
 
 /// Idle upstream connections kept per host.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
@@ -27,20 +33,33 @@ thread_local! {
     /// so each keeps its own pools: a pooled connection is driven by the thread that uses
     /// it, with no cross-thread wake-ups. The pools outlive config snapshots, so a reload
     /// keeps every warm keep-alive connection.
-    static CLIENTS: RefCell<HashMap<Duration, HttpClient>> = RefCell::new(HashMap::new());
+    static CLIENTS: RefCell<HashMap<PoolKey, HttpClient>> = RefCell::new(HashMap::new());
 }
 
-/// The calling thread's pooled client for upstreams with this connect timeout.
-pub fn client(connect_timeout: Duration) -> HttpClient {
+/// The calling thread's pooled client for upstreams with this connect timeout and, for an
+/// `https://` upstream, these trust anchors.
+pub fn client(connect_timeout: Duration, tls: Option<&crate::config::UpstreamTls>) -> HttpClient {
+    let key = (connect_timeout, tls.map(|t| t.anchors.clone()));
     CLIENTS.with(|clients| {
         clients
             .borrow_mut()
-            .entry(connect_timeout)
+            .entry(key)
             .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(connect_timeout));
-                connector.set_nodelay(true);
-                connector.enforce_http(true);
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(connect_timeout));
+                http.set_nodelay(true);
+                // The TLS layer sees `https://` URIs; the TCP connector under it must too.
+                http.enforce_http(false);
+                // A pool for `http://` upstreams never handshakes; its TLS config is a stub.
+                let tls_config = match tls {
+                    Some(t) => t.client.clone(),
+                    None => crate::tls::unused_client_config(),
+                };
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls_config).clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http);
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)

@@ -238,6 +238,31 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_maybe_tls(handler, None).await
+}
+
+impl Backend {
+    /// Like [`Backend::echo`], over HTTPS with the given server config; `url` is
+    /// `https://127.0.0.1:PORT` (so the certificate needs the IP address `127.0.0.1`).
+    pub async fn tls_echo(name: &str, config: Arc<rustls::ServerConfig>) -> Backend {
+        let name = name.to_string();
+        serve_maybe_tls(
+            move |req| {
+                let name = name.clone();
+                async move { echo_response(&name, &req) }
+            },
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
+        .await
+    }
+}
+
+async fn serve_maybe_tls<F, Fut>(handler: F, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
@@ -251,6 +276,7 @@ where
             };
             let handler = handler.clone();
             let counter = counter.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
@@ -263,14 +289,25 @@ where
                 // proxy adds headers (X-Forwarded-*, x-request-id) of its own.
                 builder.http1().max_headers(1000).max_buf_size(1024 * 1024);
                 builder.http2().max_header_list_size(1024 * 1024);
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                }
             });
         }
     });
     Backend {
-        url: format!("http://{addr}"),
+        url: format!("{scheme}://{addr}"),
         addr,
         hits,
         task,

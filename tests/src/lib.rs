@@ -13,6 +13,8 @@
 //!   library refuses to send.
 //! - [`wait`]: [`eventually`], a bounded poll for things that happen asynchronously (reloads).
 //! - [`metrics`]: a small Prometheus text-format reader.
+//! - [`tls`]: a throwaway CA (rcgen), an HTTPS client that reports ALPN and the certificate
+//!   presented, server configs for HTTPS backends.
 #![warn(missing_docs)]
 
 pub mod backend;
@@ -21,6 +23,7 @@ pub mod client;
 pub mod metrics;
 pub mod proxy;
 pub mod shop;
+pub mod tls;
 pub mod wait;
 
 pub use backend::{hang_up_url, refusing_url, Backend, Blackhole};

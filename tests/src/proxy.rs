@@ -26,6 +26,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free TCP port on `ip` (bound, read back and released).
+pub fn free_port_on(ip: std::net::IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind IP:0")
+        .port()
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -41,6 +49,10 @@ pub struct ProxyBuilder {
     configmap: bool,
     json_logs: bool,
     addresses_in_file: bool,
+    files: Vec<(String, Vec<u8>)>,
+    admin_ip: std::net::IpAddr,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl ProxyBuilder {
@@ -65,9 +77,38 @@ impl ProxyBuilder {
         self
     }
 
+    /// Writes `contents` to `name` in the config directory before starting (certificates,
+    /// token files: relative paths in the config start there).
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_string(), contents.into()));
+        self
+    }
+
+    /// Binds the admin API to `ip` (a free port on it) instead of 127.0.0.1.
+    pub fn admin_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.admin_ip = ip;
+        self
+    }
+
+    /// Passes an extra argument to `strangler run`; `{dir}` in it stands for the config
+    /// directory.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Sets an environment variable for the process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Writes the config and starts the proxy; waits until it is ready.
     pub async fn start(self) -> Proxy {
         let mut dir = tempfile::tempdir().expect("create temp dir");
+        for (name, contents) in &self.files {
+            fs::write(dir.path().join(name), contents).expect("write a config-side file");
+        }
         let config_path = dir.path().join("routes.yaml");
         let log_path = dir.path().join("strangler.log");
         let mut failures = Vec::new();
@@ -75,9 +116,7 @@ impl ProxyBuilder {
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port())
                 .parse()
                 .expect("socket address");
-            let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
-                .parse()
-                .expect("socket address");
+            let admin = SocketAddr::new(self.admin_ip, free_port_on(self.admin_ip));
             let yaml = if self.addresses_in_file {
                 format!("listen: {listen}\nadmin: {admin}\n{}", self.yaml)
             } else {
@@ -102,6 +141,18 @@ impl ProxyBuilder {
             if self.json_logs {
                 cmd.args(["--log-format", "json"]);
             }
+            let args: Vec<String> = self
+                .args
+                .iter()
+                .map(|a| a.replace("{dir}", &dir.path().display().to_string()))
+                .collect();
+            cmd.args(&args);
+            for (k, v) in &self.envs {
+                cmd.env(k, v);
+            }
+            let full_args: Vec<std::ffi::OsString> =
+                cmd.get_args().map(|a| a.to_os_string()).collect();
+            let envs = self.envs.clone();
             let child = cmd
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
@@ -111,6 +162,8 @@ impl ProxyBuilder {
                 .expect("spawn strangler run");
             let mut proxy = Proxy {
                 child,
+                args: full_args,
+                envs,
                 listen,
                 admin,
                 config_path: config_path.clone(),
@@ -143,6 +196,9 @@ impl ProxyBuilder {
 /// A running `strangler run` process. Dropping it stops the process (SIGTERM, then SIGKILL).
 pub struct Proxy {
     child: Child,
+    /// The arguments it was started with, for [`Proxy::upgrade`].
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(String, String)>,
     listen: SocketAddr,
     admin: SocketAddr,
     config_path: PathBuf,
@@ -176,6 +232,10 @@ impl Proxy {
             configmap: false,
             json_logs: false,
             addresses_in_file: false,
+            files: Vec::new(),
+            admin_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -265,6 +325,30 @@ impl Proxy {
     /// The bytes of the config file as it is now.
     pub fn config_bytes(&self) -> Vec<u8> {
         fs::read(&self.config_path).expect("read routes.yaml")
+    }
+
+    /// Starts a second `strangler run` with the same arguments (a binary upgrade, when they
+    /// include `--upgrade-socket`), which becomes this handle's process; returns the previous
+    /// process, to wait for it to drain and exit.
+    pub fn upgrade(&mut self) -> Child {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log file");
+        let mut cmd = strangler_cmd();
+        cmd.args(&self.args);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn the new strangler run");
+        self.exited = None;
+        std::mem::replace(&mut self.child, child)
     }
 
     /// Sends SIGHUP.

@@ -168,25 +168,33 @@ async fn hop_by_hop_response_headers_are_not_returned() {
     assert_eq!(resp.header("x-resp-e2e"), Some("kept"));
 }
 
+const SPOOFING_REQUEST: &str = "GET /svc/fwd HTTP/1.1\r\n\
+    Host: shop.example:8443\r\n\
+    X-Forwarded-For: 203.0.113.7\r\n\
+    X-Forwarded-Proto: https\r\n\
+    X-Forwarded-Host: evil.example\r\n\
+    \r\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_headers_are_appended_and_set_and_host_passes_through() {
-    let (_legacy, _svc, proxy) = echo_setup().await;
-    let request = "GET /svc/fwd HTTP/1.1\r\n\
-        Host: shop.example:8443\r\n\
-        X-Forwarded-For: 203.0.113.7\r\n\
-        X-Forwarded-Proto: https\r\n\
-        X-Forwarded-Host: evil.example\r\n\
-        \r\n";
-    let resp = raw::exchange(proxy.addr(), request.as_bytes())
+async fn forwarded_headers_from_a_trusted_peer_are_kept_and_appended_to() {
+    let legacy = Backend::echo("legacy").await;
+    let svc = Backend::echo("svc").await;
+    let yaml = routes_yaml(
+        &[("legacy", &legacy.url), ("svc", &svc.url)],
+        "routes:\n  - name: svc\n    match: {prefix: /svc}\n    upstream: svc\n    mode: extracted\ntrusted_proxies: [127.0.0.1/32]\n",
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let resp = raw::exchange(proxy.addr(), SPOOFING_REQUEST.as_bytes())
         .await
         .expect("response");
     assert_eq!(resp.status, 200);
     let headers = seen_headers(&resp);
     assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-    assert_eq!(headers["x-forwarded-proto"], "http");
-    assert_eq!(headers["x-forwarded-host"], "shop.example:8443");
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-forwarded-host"], "evil.example");
     assert_eq!(headers["host"], "shop.example:8443");
 
+    // Without X-Forwarded-* of its own, the trusted peer gets them set.
     let request = "GET /svc/fwd HTTP/1.1\r\nHost: shop.example\r\n\r\n";
     let resp = raw::exchange(proxy.addr(), request.as_bytes())
         .await
@@ -196,6 +204,20 @@ async fn forwarded_headers_are_appended_and_set_and_host_passes_through() {
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], "shop.example");
     assert_eq!(headers["host"], "shop.example");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_from_an_untrusted_peer_are_replaced_and_host_passes_through() {
+    let (_legacy, _svc, proxy) = echo_setup().await;
+    let resp = raw::exchange(proxy.addr(), SPOOFING_REQUEST.as_bytes())
+        .await
+        .expect("response");
+    assert_eq!(resp.status, 200);
+    let headers = seen_headers(&resp);
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], "shop.example:8443");
+    assert_eq!(headers["host"], "shop.example:8443");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

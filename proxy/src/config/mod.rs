@@ -28,11 +28,17 @@ pub struct Checked {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Parses and validates `text`. On failure, every problem found (errors and warnings) is
-/// returned, in file order.
+/// Parses and validates `text`, with relative paths taken from the current directory. On
+/// failure, every problem found (errors and warnings) is returned, in file order.
 pub fn parse(text: &str) -> Result<Checked, Vec<Diagnostic>> {
+    parse_at(text, Path::new("."))
+}
+
+/// Parses and validates `text` read from a file in the directory `base`: relative paths in
+/// it (certificates, keys, CA, token file) are taken from there.
+pub fn parse_at(text: &str, base: &Path) -> Result<Checked, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let config = validate::validate(text, &mut diags);
+    let config = validate::validate(text, base, &mut diags);
     diags.sort_by_key(|d| (d.line, d.col));
     match config {
         Some(mut config) if !diags.iter().any(|d| d.severity == Severity::Error) => {
@@ -53,7 +59,15 @@ pub fn load(path: &Path) -> Result<Checked, Vec<Diagnostic>> {
         .map_err(|e| vec![Diagnostic::error_nowhere(format!("cannot read file: {e}"))])?;
     let text = String::from_utf8(text)
         .map_err(|e| vec![Diagnostic::error_nowhere(format!("file is not UTF-8: {e}"))])?;
-    parse(&text)
+    parse_at(&text, &config_dir(path))
+}
+
+/// The directory relative paths in the config file at `path` start from.
+pub fn config_dir(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
 }
 
 /// The config version: hex SHA-256 of the file's bytes.
@@ -68,8 +82,16 @@ pub fn upstream_from_url(
     url: &str,
     timeout: std::time::Duration,
 ) -> Result<Upstream, String> {
-    let (origin, base_path) =
+    let (origin, base_path, https) =
         validate::parse_base_url(url).map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+    let tls = match https {
+        false => None,
+        true => Some(UpstreamTls {
+            ca: None,
+            anchors: "system".into(),
+            client: crate::tls::system_client_config().map_err(|e| format!("`{url}`: {e}"))?,
+        }),
+    };
     Ok(Upstream {
         name: name.to_string(),
         url: url.to_string(),
@@ -80,6 +102,7 @@ pub fn upstream_from_url(
         }],
         timeout,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(timeout),
+        tls,
         balance: Balance::P2c,
         circuit_breaker: None,
         outlier: None,

@@ -31,6 +31,12 @@ pub struct Config {
     pub limits: Limits,
     /// Shadow settings shared by all routes.
     pub shadow: ShadowGlobal,
+    /// TLS termination, when the file has a `tls:` section.
+    pub tls: Option<Tls>,
+    /// Peers whose `X-Forwarded-*` headers are believed (`trusted_proxies:`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The bearer token the admin API asks for when it is not on loopback.
+    pub admin_token: Option<AdminToken>,
     /// Hex SHA-256 of the file's bytes.
     pub version: String,
 }
@@ -59,6 +65,9 @@ pub struct Upstream {
     /// Time allowed to open a TCP connection.
     #[serde(with = "duration_text")]
     pub connect_timeout: Duration,
+    /// For an `https://` upstream: how its certificate is verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// How a request picks an instance.
     pub balance: Balance,
     /// Fail fast while the upstream is failing; `None` when off.
@@ -179,6 +188,95 @@ pub struct RetryPolicy {
     pub on: Vec<FailOn>,
 }
 
+impl Upstream {
+    /// `https` when the upstream is reached over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// How an `https://` upstream's certificate is verified.
+#[derive(Clone, Serialize)]
+pub struct UpstreamTls {
+    /// The CA file (`ca:`), or `None` for the system roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Identifies the trust anchors: `system`, or the hex SHA-256 of the CA file. Pools are
+    /// keyed by it, so a changed CA file gets a new pool while an unchanged one keeps its
+    /// warm connections across reloads.
+    #[serde(skip)]
+    pub anchors: String,
+    /// The rustls client config built from them.
+    #[serde(skip)]
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca)
+            .field("anchors", &self.anchors)
+            .finish()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca == other.ca && self.anchors == other.anchors
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+/// TLS termination (`tls:`).
+#[derive(Clone)]
+pub struct Tls {
+    /// The default certificate chain (PEM), as resolved from the file.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// Host names with a certificate of their own (`sni:`), in file order.
+    pub sni: Vec<String>,
+    /// Where plain HTTP is answered with a redirect to HTTPS, if anywhere.
+    pub redirect_http: Option<SocketAddr>,
+    /// The rustls server config new connections use.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("sni", &self.sni)
+            .field("redirect_http", &self.redirect_http)
+            .finish()
+    }
+}
+
+/// The admin API's bearer token and where it came from. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// `admin_token_file` path, or the environment variable's name.
+    pub source: String,
+    /// The token itself.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The environment variable holding the admin token when the file names no token file.
+pub const ADMIN_TOKEN_ENV: &str = "STRANGLER_ADMIN_TOKEN";
+
 /// Default upstream response timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default upstream connect timeout.
@@ -204,6 +302,11 @@ pub struct Route {
     pub sticky: Option<Sticky>,
     /// How copies are made and compared while the route is in `shadow` mode.
     pub shadow: ShadowRoute,
+    /// Largest request body accepted (`max_body_bytes`); 413 past it.
+    pub max_body_bytes: Option<u64>,
+    /// Overrides the serving upstream's response `timeout` for this route's requests.
+    #[serde(skip)]
+    pub timeout: Option<Duration>,
     /// Falling back to the fallback when the upstream fails; `None` when off.
     pub failover: Option<FailoverPolicy>,
     /// Retries on the upstream; `None` when off.

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::{HeaderName, Method};
 
@@ -21,7 +23,12 @@ const TOP_FIELDS: &[&str] = &[
     "adapters",
     "limits",
     "shadow",
+    "tls",
+    "trusted_proxies",
+    "admin_token_file",
 ];
+const TLS_FIELDS: &[&str] = &["cert", "key", "sni", "redirect_http"];
+const SNI_FIELDS: &[&str] = &["cert", "key"];
 const SHADOW_GLOBAL_FIELDS: &[&str] = &["max_in_flight", "report_file", "keep_mismatches"];
 const SHADOW_ROUTE_FIELDS: &[&str] = &[
     "sample",
@@ -42,6 +49,7 @@ const UPSTREAM_FIELDS: &[&str] = &[
     "balance",
     "circuit_breaker",
     "outlier",
+    "ca",
 ];
 const BREAKER_FIELDS: &[&str] = &[
     "consecutive_failures",
@@ -64,7 +72,17 @@ const PROMOTE_FIELDS: &[&str] = &[
     "interval",
 ];
 const ROUTE_FIELDS: &[&str] = &[
-    "name", "match", "upstream", "mode", "percent", "sticky", "shadow", "failover", "retries",
+    "name",
+    "match",
+    "upstream",
+    "mode",
+    "percent",
+    "sticky",
+    "shadow",
+    "max_body_bytes",
+    "timeout",
+    "failover",
+    "retries",
     "promote",
 ];
 const MATCH_FIELDS: &[&str] = &["exact", "prefix", "methods", "headers"];
@@ -78,8 +96,10 @@ const LIMIT_FIELDS: &[&str] = &[
 ];
 
 /// Validates `text`, pushing every problem into `diags`. Returns a config when the file was
-/// well-formed enough to build one; the caller rejects it if any error was pushed.
-pub(super) fn validate(text: &str, diags: &mut Vec<Diagnostic>) -> Option<Config> {
+/// well-formed enough to build one; the caller rejects it if any error was pushed. Relative
+/// paths in the file (certificates, keys, CA, token file) are taken from `base`, the config
+/// file's directory.
+pub(super) fn validate(text: &str, base: &Path, diags: &mut Vec<Diagnostic>) -> Option<Config> {
     let root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
@@ -104,6 +124,7 @@ pub(super) fn validate(text: &str, diags: &mut Vec<Diagnostic>) -> Option<Config
     let mut v = Validator {
         diags,
         declared: Vec::new(),
+        base: base.to_path_buf(),
     };
     v.config(&root)
 }
@@ -113,6 +134,8 @@ struct Validator<'d> {
     /// Every upstream name declared, valid or not, so that a bad URL is reported once and
     /// not again at each route that names the upstream.
     declared: Vec<String>,
+    /// The config file's directory, which relative paths start from.
+    base: PathBuf,
 }
 
 /// The fields of one mapping, looked up by name.
@@ -222,6 +245,30 @@ impl Validator<'_> {
             Some(n) => self.shadow_global(n),
             None => ShadowGlobal::default(),
         };
+        let tls = f.get("tls").and_then(|n| self.tls(n));
+        let trusted_proxies = match f.get("trusted_proxies") {
+            Some(n) => self.trusted_proxies(n),
+            None => Vec::new(),
+        };
+        let admin_token = match f.get("admin_token_file") {
+            Some(n) => self.admin_token_file(n),
+            None => std::env::var(ADMIN_TOKEN_ENV)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .map(|secret| AdminToken {
+                    source: ADMIN_TOKEN_ENV.to_string(),
+                    secret,
+                }),
+        };
+        if let (Some(node), Some(Some(addr)), None) = (f.get("admin"), admin, &admin_token) {
+            if !addr.ip().is_loopback() {
+                self.warn(
+                    node.pos,
+                    format!("the admin API on {addr} is reachable off this host but has no token: set `admin_token_file` or {ADMIN_TOKEN_ENV}; until then it answers 401 to everything but /healthz"),
+                );
+            }
+        }
         Some(Config {
             listen: listen.flatten(),
             admin: admin.flatten(),
@@ -231,6 +278,9 @@ impl Validator<'_> {
             adapters,
             limits,
             shadow,
+            tls,
+            trusted_proxies,
+            admin_token,
             version: String::new(),
         })
     }
@@ -292,13 +342,16 @@ impl Validator<'_> {
             balance: Balance::P2c,
             circuit_breaker: None,
             outlier: None,
+            tls: None,
         };
+        let mut ca_node = None;
         let url_nodes: Vec<&Node> = match &node.kind {
             Kind::Scalar { .. } => vec![node],
             _ => {
                 let what = format!("upstream `{name}`");
                 let f = self.fields(node, &what, UPSTREAM_FIELDS)?;
                 let mut ok = true;
+                ca_node = f.get("ca");
                 if let Some(n) = f.get("timeout") {
                     match self.duration(n, "timeout") {
                         Some(d) => up.timeout = d,
@@ -353,14 +406,27 @@ impl Validator<'_> {
                 nodes
             }
         };
+        let mut https_first = false;
+        let first_url_node = url_nodes.first().copied();
         for url_node in url_nodes {
             let url = self.string(url_node, "an upstream URL")?;
             match parse_base_url(url) {
-                Ok((origin, base_path)) => up.endpoints.push(EndpointAddr {
-                    url: url.to_string(),
-                    origin,
-                    base_path,
-                }),
+                Ok((origin, base_path, https)) => {
+                    if up.endpoints.is_empty() {
+                        https_first = https;
+                    } else if https != https_first {
+                        self.error(
+                            url_node.pos,
+                            format!("upstream `{name}` mixes http:// and https:// instances"),
+                        );
+                        return None;
+                    }
+                    up.endpoints.push(EndpointAddr {
+                        url: url.to_string(),
+                        origin,
+                        base_path,
+                    })
+                }
                 Err(msg) => {
                     self.error(
                         url_node.pos,
@@ -371,6 +437,29 @@ impl Validator<'_> {
             }
         }
         up.url = up.endpoints.first()?.url.clone();
+        up.tls = match (https_first, ca_node) {
+            (false, None) => None,
+            (false, Some(n)) => {
+                self.error(
+                    n.pos,
+                    format!("upstream `{name}` has a `ca` but its URL is not https://"),
+                );
+                return None;
+            }
+            (true, None) => match crate::tls::system_client_config() {
+                Ok(client) => Some(UpstreamTls {
+                    ca: None,
+                    anchors: "system".into(),
+                    client,
+                }),
+                Err(e) => {
+                    let pos = first_url_node.map_or(node.pos, |n| n.pos);
+                    self.error(pos, format!("upstream `{name}`: {e}"));
+                    return None;
+                }
+            },
+            (true, Some(n)) => Some(self.upstream_ca(name, n)?),
+        };
         Some(up)
     }
 
@@ -499,6 +588,23 @@ impl Validator<'_> {
             Some(n) => self.shadow_route(n, &what),
             None => Some(ShadowRoute::default()),
         };
+        let max_body_bytes = match f.get("max_body_bytes") {
+            Some(n) => match n.as_str().and_then(parse_size) {
+                Some(v) => Some(Some(v as u64)),
+                None => {
+                    self.error(
+                        n.pos,
+                        "max_body_bytes must be a whole number of bytes (KiB or MiB allowed)",
+                    );
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        let route_timeout = match f.get("timeout") {
+            Some(n) => self.duration(n, "timeout").map(Some),
+            None => Some(None),
+        };
         let failover = f.get("failover").map(|n| self.failover(n));
         let retries = f.get("retries").map(|n| self.retries(n));
         let promote = f.get("promote").map(|n| self.promote(n));
@@ -546,6 +652,8 @@ impl Validator<'_> {
             percent,
             sticky,
             shadow: shadow?,
+            max_body_bytes: max_body_bytes?,
+            timeout: route_timeout?,
             failover: match failover {
                 Some(p) => Some(p?),
                 None => None,
@@ -895,15 +1003,19 @@ fn parse_size(text: &str) -> Option<usize> {
     num.trim().parse::<usize>().ok()?.checked_mul(mult)
 }
 
-/// Splits an upstream base URL into its origin and path prefix.
-pub(super) fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String), String> {
+/// Splits an upstream base URL into its origin, its path prefix, and whether it is https.
+pub(super) fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String, bool), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https upstreams are not supported yet; use http://".into()),
-        Some(other) => return Err(format!("unsupported scheme `{other}`; use http://")),
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(other) => {
+            return Err(format!(
+                "unsupported scheme `{other}`; use http:// or https://"
+            ))
+        }
         None => return Err("missing scheme; write it like http://127.0.0.1:8081".into()),
-    }
+    };
     let authority = uri.authority().ok_or("missing host")?.clone();
     if authority.as_str().contains('@') {
         return Err("credentials in upstream URLs are not supported".into());
@@ -918,7 +1030,187 @@ pub(super) fn parse_base_url(url: &str) -> Result<(http::uri::Authority, String)
     if !path.is_empty() {
         normalize_path(path).map_err(|e| format!("bad path: {e}"))?;
     }
-    Ok((authority, path.to_string()))
+    Ok((authority, path.to_string(), https))
+}
+
+/// The edge settings: `tls:`, `trusted_proxies:`, `admin_token_file:`, an upstream's `ca:`.
+impl Validator<'_> {
+    /// A path from the file, relative to the config file's directory.
+    fn path(&mut self, node: &Node, what: &str) -> Option<PathBuf> {
+        let text = self.string(node, what)?;
+        if text.is_empty() {
+            self.error(node.pos, format!("{what} is empty"));
+            return None;
+        }
+        Some(self.base.join(text))
+    }
+
+    fn tls(&mut self, node: &Node) -> Option<Tls> {
+        let f = self.fields(node, "tls", TLS_FIELDS)?;
+        let redirect_http = f
+            .get("redirect_http")
+            .and_then(|n| self.address(n, "redirect_http"));
+        let default = self.cert_pair(&f, "tls");
+        let mut sni = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut ok = true;
+        if let Some(n) = f.get("sni") {
+            match n.as_map() {
+                Some(entries) => {
+                    for (key, value) in entries {
+                        let Some(host) = self.string(key, "an SNI host name") else {
+                            ok = false;
+                            continue;
+                        };
+                        let host = host.to_ascii_lowercase();
+                        if rustls_pki_types::DnsName::try_from(host.as_str()).is_err() {
+                            self.error(key.pos, format!("invalid SNI host name `{host}`"));
+                            ok = false;
+                            continue;
+                        }
+                        let what = format!("the certificate for `{host}`");
+                        let Some(pair_fields) = self.fields(value, &what, SNI_FIELDS) else {
+                            ok = false;
+                            continue;
+                        };
+                        match self.cert_pair(&pair_fields, &what) {
+                            Some((_, _, key)) => {
+                                sni.push(host.clone());
+                                by_name.insert(host, key);
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+                None => {
+                    self.error(
+                        n.pos,
+                        format!(
+                            "tls.sni must be a mapping of host name to {{cert, key}}, found {}",
+                            n.type_name()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let (cert, key, default) = default?;
+        if !ok {
+            return None;
+        }
+        match crate::tls::server_config(default, by_name) {
+            Ok(server) => Some(Tls {
+                cert,
+                key,
+                sni,
+                redirect_http: redirect_http.flatten(),
+                server,
+            }),
+            Err(e) => {
+                self.error(node.pos, format!("tls: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Loads the `cert` and `key` of a mapping, reporting a problem at the field at fault.
+    fn cert_pair(
+        &mut self,
+        f: &Fields<'_>,
+        what: &str,
+    ) -> Option<(PathBuf, PathBuf, Arc<rustls::sign::CertifiedKey>)> {
+        let cert_node = self.required(f, "cert", what);
+        let key_node = self.required(f, "key", what);
+        let cert = cert_node.and_then(|n| self.path(n, "cert"));
+        let key = key_node.and_then(|n| self.path(n, "key"));
+        let (cert, key, cert_node, key_node) = (cert?, key?, cert_node?, key_node?);
+        match crate::tls::load_pair(&cert, &key) {
+            Ok(pair) => Some((cert, key, pair)),
+            Err(e) => {
+                let pos = match e.field {
+                    crate::tls::PairField::Cert => cert_node.pos,
+                    crate::tls::PairField::Key => key_node.pos,
+                };
+                self.error(pos, e.message);
+                None
+            }
+        }
+    }
+
+    fn upstream_ca(&mut self, name: &str, node: &Node) -> Option<UpstreamTls> {
+        let path = self.path(node, "ca")?;
+        let loaded = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| {
+                crate::tls::client_config_with_ca(&path)
+                    .map(|client| (super::version_of(&bytes), client))
+            });
+        match loaded {
+            Ok((anchors, client)) => Some(UpstreamTls {
+                ca: Some(path),
+                anchors,
+                client,
+            }),
+            Err(e) => {
+                self.error(node.pos, format!("ca of upstream `{name}`: {e}"));
+                None
+            }
+        }
+    }
+
+    fn trusted_proxies(&mut self, node: &Node) -> Vec<ipnet::IpNet> {
+        let Some(items) = node.as_seq() else {
+            self.error(
+                node.pos,
+                format!(
+                    "trusted_proxies must be a list of addresses or CIDR ranges like 10.0.0.0/8, found {}",
+                    node.type_name()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(text) = self.string(item, "a trusted proxy") else {
+                continue;
+            };
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.error(
+                    item.pos,
+                    format!("invalid trusted proxy `{text}`: expected an address or a CIDR range like 10.0.0.0/8"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn admin_token_file(&mut self, node: &Node) -> Option<AdminToken> {
+        let path = self.path(node, "admin_token_file")?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Some(AdminToken {
+                source: path.display().to_string(),
+                secret: text.trim().to_string(),
+            }),
+            Ok(_) => {
+                self.error(
+                    node.pos,
+                    format!("admin_token_file {} is empty", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    node.pos,
+                    format!("cannot read admin_token_file {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
 }
 
 /// The `shadow:` sections, top-level and per route.
@@ -1547,6 +1839,223 @@ mod tests {
         assert_eq!(c.limits.max_head_bytes, 32 * 1024);
         let e = one_error(&format!("{BASE}limits:\n  max_headers: -3\n"));
         assert!(e.message.contains("max_headers"));
+    }
+
+    /// Edge settings: certificates are made here, in a temp dir the YAML points into.
+    mod edge {
+        use super::super::super::parse_at;
+        use super::*;
+
+        struct Certs {
+            dir: tempfile::TempDir,
+        }
+
+        fn certs() -> Certs {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, host) in [("a", "a.example"), ("b", "b.example")] {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+                    .unwrap()
+                    .self_signed(&key)
+                    .unwrap();
+                std::fs::write(dir.path().join(format!("{name}.crt")), cert.pem()).unwrap();
+                std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem())
+                    .unwrap();
+            }
+            std::fs::write(dir.path().join("garbage.pem"), "not a certificate\n").unwrap();
+            Certs { dir }
+        }
+
+        impl Certs {
+            fn parse(&self, yaml: &str) -> Result<Checked, Vec<Diagnostic>> {
+                parse_at(yaml, self.dir.path())
+            }
+
+            fn one_error(&self, yaml: &str) -> Diagnostic {
+                let errs: Vec<Diagnostic> = self
+                    .parse(yaml)
+                    .unwrap_err()
+                    .into_iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .collect();
+                assert_eq!(errs.len(), 1, "{errs:#?}");
+                errs.into_iter().next().unwrap()
+            }
+        }
+
+        use super::super::super::Checked;
+
+        #[test]
+        fn tls_with_sni_and_redirect_loads_relative_to_the_config_dir() {
+            let c = certs();
+            let cfg = c
+                .parse(&format!("{BASE}tls:\n  cert: a.crt\n  key: a.key\n  sni:\n    B.example: {{cert: b.crt, key: b.key}}\n  redirect_http: 127.0.0.1:8081\n"))
+                .unwrap()
+                .config;
+            let tls = cfg.tls.unwrap();
+            assert_eq!(tls.cert, c.dir.path().join("a.crt"));
+            assert_eq!(tls.sni, vec!["b.example".to_string()]);
+            assert_eq!(tls.redirect_http, Some("127.0.0.1:8081".parse().unwrap()));
+            assert_eq!(
+                tls.server.alpn_protocols,
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            );
+        }
+
+        #[test]
+        fn tls_a_bad_certificate_points_at_cert() {
+            let c = certs();
+            let e = c.one_error(&format!("{BASE}tls:\n  cert: garbage.pem\n  key: a.key\n"));
+            assert_eq!((e.line, e.col), (6, 9), "{e:?}");
+            let e = c.one_error(&format!("{BASE}tls:\n  cert: missing.crt\n  key: a.key\n"));
+            assert_eq!((e.line, e.col), (6, 9), "{e:?}");
+        }
+
+        #[test]
+        fn tls_a_key_of_another_certificate_points_at_key() {
+            let c = certs();
+            let e = c.one_error(&format!("{BASE}tls:\n  cert: a.crt\n  key: b.key\n"));
+            assert_eq!((e.line, e.col), (7, 8), "{e:?}");
+            assert!(e.message.contains("does not match"), "{e:?}");
+        }
+
+        #[test]
+        fn tls_needs_cert_and_key() {
+            let c = certs();
+            let e = c.one_error(&format!("{BASE}tls:\n  cert: a.crt\n"));
+            assert!(e.message.contains("`key`"), "{e:?}");
+        }
+
+        #[test]
+        fn tls_sni_checks_the_host_name_and_its_pair() {
+            let c = certs();
+            let e = c.one_error(&format!(
+                "{BASE}tls:\n  cert: a.crt\n  key: a.key\n  sni:\n    'bad name!': {{cert: b.crt, key: b.key}}\n"
+            ));
+            assert!(e.message.contains("invalid SNI host name"), "{e:?}");
+            let e = c.one_error(&format!(
+                "{BASE}tls:\n  cert: a.crt\n  key: a.key\n  sni:\n    b.example: {{cert: garbage.pem, key: b.key}}\n"
+            ));
+            assert_eq!(e.line, 9, "{e:?}");
+        }
+
+        #[test]
+        fn tls_redirect_http_must_be_an_address() {
+            let c = certs();
+            let e = c.one_error(&format!(
+                "{BASE}tls:\n  cert: a.crt\n  key: a.key\n  redirect_http: port80\n"
+            ));
+            assert!(e.message.contains("redirect_http"), "{e:?}");
+        }
+
+        #[test]
+        fn https_upstream_with_a_ca() {
+            let c = certs();
+            let cfg = c
+                .parse("upstreams:\n  legacy: {url: 'https://a.example:8443/', ca: a.crt}\nfallback: legacy\n")
+                .unwrap()
+                .config;
+            let tls = cfg.upstreams["legacy"].tls.clone().unwrap();
+            assert_eq!(tls.ca, Some(c.dir.path().join("a.crt")));
+            assert_eq!(tls.anchors.len(), 64);
+            assert_eq!(cfg.upstreams["legacy"].scheme(), "https");
+        }
+
+        #[test]
+        fn upstream_ca_must_load_and_needs_https() {
+            let c = certs();
+            let e = c.one_error(
+                "upstreams:\n  legacy: {url: 'https://x', ca: garbage.pem}\nfallback: legacy\n",
+            );
+            assert_eq!(e.line, 2);
+            assert!(e.message.contains("ca of upstream"), "{e:?}");
+            let e = c.one_error(
+                "upstreams:\n  legacy: {url: 'http://x', ca: a.crt}\nfallback: legacy\n",
+            );
+            assert!(e.message.contains("not https"), "{e:?}");
+        }
+
+        #[test]
+        fn trusted_proxies_are_addresses_or_ranges() {
+            let cfg = parse(&format!(
+                "{BASE}trusted_proxies: [10.0.0.0/8, 192.0.2.7, 'fd00::/8']\n"
+            ))
+            .unwrap()
+            .config;
+            assert_eq!(cfg.trusted_proxies.len(), 3);
+            assert_eq!(cfg.trusted_proxies[1].to_string(), "192.0.2.7/32");
+            let e = one_error(&format!(
+                "{BASE}trusted_proxies: [10.0.0.0/8, 10.0.0.0/40]\n"
+            ));
+            assert_eq!((e.line, e.col), (5, 31), "{e:?}");
+            let e = one_error(&format!("{BASE}trusted_proxies: 10.0.0.0/8\n"));
+            assert!(e.message.contains("must be a list"), "{e:?}");
+        }
+
+        #[test]
+        fn admin_token_file_is_read_and_must_not_be_empty() {
+            let c = certs();
+            std::fs::write(c.dir.path().join("token"), "abc123\n").unwrap();
+            std::fs::write(c.dir.path().join("empty"), "\n").unwrap();
+            let cfg = c
+                .parse(&format!("{BASE}admin_token_file: token\n"))
+                .unwrap()
+                .config;
+            assert_eq!(cfg.admin_token.unwrap().secret, "abc123");
+            let e = c.one_error(&format!("{BASE}admin_token_file: empty\n"));
+            assert!(e.message.contains("empty"), "{e:?}");
+            let e = c.one_error(&format!("{BASE}admin_token_file: nope\n"));
+            assert!(e.message.contains("cannot read"), "{e:?}");
+        }
+
+        #[test]
+        fn an_admin_off_loopback_without_a_token_warns() {
+            let c = certs();
+            // Only when the environment holds no token either.
+            if std::env::var_os(ADMIN_TOKEN_ENV).is_some() {
+                return;
+            }
+            let w = c
+                .parse(&format!("admin: 0.0.0.0:9901\n{BASE}"))
+                .unwrap()
+                .warnings;
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert_eq!((w[0].line, w[0].col), (1, 8));
+            std::fs::write(c.dir.path().join("token"), "abc").unwrap();
+            let w = c
+                .parse(&format!(
+                    "admin: 0.0.0.0:9901\n{BASE}admin_token_file: token\n"
+                ))
+                .unwrap()
+                .warnings;
+            assert!(w.is_empty(), "{w:?}");
+            assert!(parse(&format!("admin: 127.0.0.1:9901\n{BASE}"))
+                .unwrap()
+                .warnings
+                .is_empty());
+        }
+
+        #[test]
+        fn route_max_body_bytes_and_timeout() {
+            let cfg = parse(&with_route(
+                "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    max_body_bytes: 1MiB\n    timeout: 250ms\n",
+            ))
+            .unwrap()
+            .config;
+            assert_eq!(cfg.routes[0].max_body_bytes, Some(1024 * 1024));
+            assert_eq!(
+                cfg.routes[0].timeout,
+                Some(std::time::Duration::from_millis(250))
+            );
+            let e = one_error(&with_route(
+                "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    max_body_bytes: lots\n",
+            ));
+            assert!(e.message.contains("max_body_bytes"), "{e:?}");
+            let e = one_error(&with_route(
+                "  - name: a\n    match: {prefix: /a}\n    upstream: catalog\n    timeout: 0s\n",
+            ));
+            assert!(e.message.contains("timeout"), "{e:?}");
+        }
     }
 
     #[test]

@@ -390,8 +390,11 @@ pub async fn exchange(
     let endpoint = target.pick().clone();
     let _in_flight = endpoint.start();
     let uri = format!(
-        "http://{}{}{}",
-        endpoint.addr.origin, endpoint.addr.base_path, path_and_query
+        "{}://{}{}{}",
+        up.scheme(),
+        endpoint.addr.origin,
+        endpoint.addr.base_path,
+        path_and_query
     );
     let mut req = Request::new(
         Full::new(body.clone())
