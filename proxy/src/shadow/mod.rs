@@ -185,7 +185,11 @@ impl Shadow {
     /// Makes the copy and compares, in the background.
     pub fn spawn(self: &Arc<Self>, job: Job, primary: Primary) {
         let this = self.clone();
-        tokio::spawn(async move { this.run(job, primary).await });
+        let copy = async move { this.run(job, primary).await };
+        match copies_runtime() {
+            Some(handle) => drop(handle.spawn(copy)),
+            None => drop(tokio::spawn(copy)),
+        }
     }
 
     async fn run(&self, mut job: Job, primary: Primary) {
@@ -357,6 +361,39 @@ impl Shadow {
             .collect();
         json!({ "routes": map })
     }
+}
+
+/// The scheduling priority (nice value) of the copies' thread.
+const COPIES_NICE: i32 = 10;
+
+/// The thread copies run on: their own single-threaded runtime, so that sending, reading and
+/// comparing copies never sits in a worker's event loop ahead of the requests it serves (the
+/// copies' upstream pools are that thread's own). `None` if the thread could not start; then
+/// copies run on the worker.
+fn copies_runtime() -> Option<&'static tokio::runtime::Handle> {
+    static HANDLE: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("strangler-shadow".into())
+                .spawn(move || {
+                    // Below the workers: on a busy machine the kernel runs the requests
+                    // clients wait for first, and copies with what is left.
+                    let _ = rustix::process::setpriority_process(
+                        Some(rustix::thread::gettid()),
+                        COPIES_NICE,
+                    );
+                    runtime.block_on(std::future::pending::<()>())
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
 }
 
 fn ms(d: Duration) -> f64 {
