@@ -165,7 +165,7 @@ pub fn routes_json(live: &Live) -> serde_json::Value {
                 "match": r.matcher,
                 "upstream": r.upstream,
                 "mode": r.mode,
-                "percent": r.percent.map(|p| if p.fract() == 0.0 { json!(p as u64) } else { json!(p) }),
+                "percent": crate::config::percent_json(r.percent),
                 "sticky": r.sticky.as_ref().map(|s| s.to_string()),
             })
         })

@@ -21,7 +21,7 @@
 //! - [`handover`]: zero-downtime binary upgrades, listening sockets passed to the new process.
 //! - [`shadow`]: shadow copies, the comparer (`shadow::compare`) and its reports.
 //! - [`admin`]: the admin API; [`metrics`]: Prometheus metrics.
-//! - [`run`], [`cli`], [`explain`], [`status`], [`logging`]: the command line.
+//! - [`run`], [`cli`], [`explain`], [`status`], [`table`], [`logging`]: the command line.
 #![warn(missing_docs)]
 
 pub mod adapter;
@@ -51,6 +51,7 @@ pub mod server;
 pub mod shadow;
 pub mod snapshot;
 pub mod status;
+pub mod table;
 pub mod tls;
 pub mod trusted;
 pub mod upstream;

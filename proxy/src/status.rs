@@ -166,7 +166,7 @@ pub fn render_promotions(doc: &serde_json::Value) -> String {
 /// The status table.
 pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
     let counts = request_counts(metrics, routes);
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "ROUTE".to_string(),
         "MODE".into(),
         "SHARE".into(),
@@ -188,7 +188,7 @@ pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
             _ => "0%".into(),
         };
         let c = counts.get(name).cloned().unwrap_or_default();
-        rows.push([
+        rows.push(vec![
             r["display_name"].as_str().unwrap_or(name).into(),
             mode.into(),
             share,
@@ -202,7 +202,7 @@ pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
         .get(crate::metrics::FALLBACK_ROUTE)
         .cloned()
         .unwrap_or_default();
-    rows.push([
+    rows.push(vec![
         "(no route)".into(),
         "-".into(),
         "-".into(),
@@ -211,18 +211,7 @@ pub fn render(routes: &serde_json::Value, metrics: &str) -> String {
         c.to_fallback.to_string(),
         c.errors.to_string(),
     ]);
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = crate::table::columns(&rows);
     let version = routes["version"].as_str().unwrap_or_default();
     let _ = writeln!(
         out,

@@ -492,10 +492,15 @@ fn headers_text<S: serde::Serializer>(
 
 /// Serializes a percent as a whole number when it is one (`10`, not `10.0`).
 pub fn percent_number<S: serde::Serializer>(p: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&percent_json(*p), s)
+}
+
+/// A percent as JSON: a whole number when it is one (`10`, not `10.0`), null when absent.
+pub fn percent_json(p: Option<f64>) -> serde_json::Value {
     match p {
-        Some(p) if p.fract() == 0.0 => s.serialize_u64(*p as u64),
-        Some(p) => s.serialize_f64(*p),
-        None => s.serialize_none(),
+        Some(p) if p.fract() == 0.0 => serde_json::Value::from(p as u64),
+        Some(p) => serde_json::Value::from(p),
+        None => serde_json::Value::Null,
     }
 }
 

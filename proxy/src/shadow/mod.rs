@@ -34,7 +34,7 @@ use crate::config::{Route, ShadowGlobal, ShadowRoute};
 use crate::metrics::{Metrics, Name};
 use crate::snapshot::Target;
 use crate::upstream::FailureKind;
-use compare::{Answer, Difference, Rules};
+use compare::{Answer, Rules};
 use report::{Mismatch, RouteStats};
 use tee::Captured;
 
@@ -275,22 +275,13 @@ impl Shadow {
         };
         let diffs = compare::compare(&primary_answer, &candidate, &rules);
         let request_line = format!("{} {}", job.method, job.path_and_query);
+        let between_fallbacks = match &second {
+            Some(Ok((second, _))) => Some(compare::compare(&primary_answer, second, &rules)),
+            _ => None,
+        };
         let (real, noise) = {
             let mut stats = lock(&job.stats);
-            if let Some(Ok((second, _))) = &second {
-                for d in compare::compare(&primary_answer, second, &rules) {
-                    *stats
-                        .noise_fields
-                        .entry(compare::generalize(&d.path))
-                        .or_default() += 1;
-                }
-            }
-            let (noise, real): (Vec<Difference>, Vec<Difference>) =
-                diffs.into_iter().partition(|d| {
-                    stats
-                        .noise_fields
-                        .contains_key(&compare::generalize(&d.path))
-                });
+            let (real, noise) = stats.separate_noise(diffs, between_fallbacks);
             let outcome_real = real.clone();
             let keep = job.global.keep_mismatches;
             let request_id = job.request_id.clone();

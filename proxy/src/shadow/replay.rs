@@ -145,17 +145,12 @@ async fn one(
         }
     };
     let diffs = compare::compare(&left, &right, &opts.rules);
+    let between_fallbacks = match &second {
+        Some(Ok((second, _))) => Some(compare::compare(&left, second, &opts.rules)),
+        _ => None,
+    };
     let mut s = lock();
-    if let Some(Ok((second, _))) = &second {
-        for d in compare::compare(&left, second, &opts.rules) {
-            *s.noise_fields
-                .entry(compare::generalize(&d.path))
-                .or_default() += 1;
-        }
-    }
-    let (noise, real): (Vec<_>, Vec<_>) = diffs
-        .into_iter()
-        .partition(|d| s.noise_fields.contains_key(&compare::generalize(&d.path)));
+    let (real, noise) = s.separate_noise(diffs, between_fallbacks);
     let request = format!("{} {}", req.method, req.path);
     s.compared(
         left_latency,

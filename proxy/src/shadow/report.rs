@@ -119,6 +119,21 @@ impl RouteStats {
         }
     }
 
+    /// Learns the fields that differed between two fallback answers (`between_fallbacks`,
+    /// when noise learning is on), then splits `diffs` into real differences and noise.
+    pub fn separate_noise(
+        &mut self,
+        diffs: Vec<Difference>,
+        between_fallbacks: Option<Vec<Difference>>,
+    ) -> (Vec<Difference>, Vec<Difference>) {
+        for d in between_fallbacks.unwrap_or_default() {
+            *self.noise_fields.entry(generalize(&d.path)).or_default() += 1;
+        }
+        diffs
+            .into_iter()
+            .partition(|d| !self.noise_fields.contains_key(&generalize(&d.path)))
+    }
+
     /// Counts a skipped copy.
     pub fn skip(&mut self, reason: &'static str) {
         *self.skipped.entry(reason).or_default() += 1;
@@ -243,17 +258,7 @@ pub fn render_table(doc: &Value) -> String {
             ),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
+    out.push_str(&crate::table::columns(&rows));
     for (name, r) in routes {
         if let Some(reasons) = r["skipped_by_reason"].as_object().filter(|m| !m.is_empty()) {
             let list: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}: {v}")).collect();
