@@ -455,18 +455,19 @@ fn check_request(req: &Request<Incoming>, limits: &Limits) -> Result<(), Rejecti
     if h.get_all(header::HOST).iter().count() > 1 {
         return Err(Rejection::bad_request("more than one Host header"));
     }
-    let lengths: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    let first_length = lengths.next();
     let conflict = req
         .extensions()
         .get::<crate::server::FramingConflict>()
         .is_some();
-    if conflict || (h.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty()) {
+    if conflict || (h.contains_key(header::TRANSFER_ENCODING) && first_length.is_some()) {
         return Err(Rejection {
             close: true,
             ..Rejection::bad_request("both Content-Length and Transfer-Encoding")
         });
     }
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
+    if first_length.is_some_and(|first| lengths.any(|l| l != first)) {
         return Err(Rejection {
             close: true,
             ..Rejection::bad_request("differing Content-Length headers")
