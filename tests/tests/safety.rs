@@ -871,6 +871,44 @@ async fn promotion_walks_every_step_to_extracted() {
     );
 }
 
+/// A promotion walk in shadow whose candidate starts answering differently at its first
+/// canary step (`armed`, `wrong` drive it), behind the proxy.
+struct MismatchWalk {
+    legacy: Scripted,
+    armed: Switch,
+    wrong: Switch,
+    candidate: Backend,
+    yaml: String,
+    proxy: Proxy,
+}
+
+async fn mismatch_walk() -> MismatchWalk {
+    let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
+    let (armed, wrong) = (Switch::new(), Switch::new());
+    armed.set(true);
+    let candidate = turning_candidate(&armed, &wrong, false).await;
+    let yaml = config(
+        &legacy.url,
+        &candidate.url,
+        &[route(
+            "items",
+            "/items",
+            "new",
+            "shadow",
+            &format!("    sticky: header:x-user-id\n{PLAN}"),
+        )],
+    );
+    let proxy = Proxy::start(&yaml).await;
+    MismatchWalk {
+        legacy,
+        armed,
+        wrong,
+        candidate,
+        yaml,
+        proxy,
+    }
+}
+
 /// A candidate that answers like legacy until it serves a client request itself (it is at a
 /// canary step), then answers 503 (`erroring`) or a changed field, as `wrong` says, while
 /// `armed` is on.
@@ -990,22 +1028,14 @@ async fn promotion_rolls_back_when_the_candidate_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promotion_rolls_back_on_mismatch_and_restarts_when_edited() {
-    let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
-    let (armed, wrong) = (Switch::new(), Switch::new());
-    armed.set(true);
-    let candidate = turning_candidate(&armed, &wrong, false).await;
-    let yaml = config(
-        &legacy.url,
-        &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "shadow",
-            &format!("    sticky: header:x-user-id\n{PLAN}"),
-        )],
-    );
-    let proxy = Proxy::start(&yaml).await;
+    let MismatchWalk {
+        legacy: _legacy,
+        armed,
+        wrong,
+        candidate: _candidate,
+        proxy,
+        ..
+    } = mismatch_walk().await;
 
     let load = Load::start(&proxy, 4, 30_000);
     wait_phase(&proxy, "items", "rolled_back", WALK).await;
@@ -1076,22 +1106,14 @@ async fn promotion_rolls_back_on_mismatch_and_restarts_when_edited() {
 async fn rollback_survives_an_edit_elsewhere_in_the_file() {
     // A reload that leaves the route's definition unchanged keeps its plan state, even when
     // other lines of the file change (a comment, another route above it).
-    let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
-    let (armed, wrong) = (Switch::new(), Switch::new());
-    armed.set(true);
-    let candidate = turning_candidate(&armed, &wrong, false).await;
-    let yaml = config(
-        &legacy.url,
-        &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "shadow",
-            &format!("    sticky: header:x-user-id\n{PLAN}"),
-        )],
-    );
-    let proxy = Proxy::start(&yaml).await;
+    let MismatchWalk {
+        legacy: _legacy,
+        armed: _armed,
+        wrong: _wrong,
+        candidate: _candidate,
+        yaml,
+        proxy,
+    } = mismatch_walk().await;
     let load = Load::start(&proxy, 4, 30_000);
     wait_phase(&proxy, "items", "rolled_back", WALK).await;
     let (_, failures) = load.finish().await;
@@ -1165,22 +1187,14 @@ async fn restarted_plan_judges_only_new_evidence() {
     // After a rollback on mismatch the candidate is fixed and the plan restarted by a person
     // (`POST /promotions/NAME/restart`): the old mismatches belong to the old run, so the
     // fresh plan walks to extracted on the candidate's new, matching answers.
-    let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
-    let (armed, wrong) = (Switch::new(), Switch::new());
-    armed.set(true);
-    let candidate = turning_candidate(&armed, &wrong, false).await;
-    let yaml = config(
-        &legacy.url,
-        &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "shadow",
-            &format!("    sticky: header:x-user-id\n{PLAN}"),
-        )],
-    );
-    let proxy = Proxy::start(&yaml).await;
+    let MismatchWalk {
+        legacy: _legacy,
+        armed,
+        wrong,
+        candidate: _candidate,
+        proxy,
+        ..
+    } = mismatch_walk().await;
     let load = Load::start(&proxy, 4, 30_000);
     wait_phase(&proxy, "items", "rolled_back", WALK).await;
     assert_rolled_back(&proxy, &["mismatch"]).await;
