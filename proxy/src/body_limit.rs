@@ -54,12 +54,12 @@ impl LimitedBody {
 
 impl http_body::Body for LimitedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::upstream::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::BoxError>>> {
         if self.over {
             return Poll::Pending;
         }
@@ -95,7 +95,7 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
     fn chunks(sizes: &[usize]) -> Body {
-        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = sizes
+        let frames: Vec<Result<Frame<Bytes>, crate::upstream::BoxError>> = sizes
             .iter()
             .map(|n| Ok(Frame::data(Bytes::from(vec![b'x'; *n]))))
             .collect();

@@ -11,14 +11,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
 use crate::balance;
 use crate::config::{FailOn, Route};
+use crate::http1_client;
 use crate::metrics::Metrics;
 use crate::snapshot::Target;
-use crate::upstream::{Body, FailureKind};
+use crate::upstream::{Body, BoxError, FailureKind};
 
 /// The header that makes a non-safe request safe to repeat.
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -90,7 +92,7 @@ pub async fn forward(
                 &method,
                 &path_and_query,
                 headers,
-                body,
+                OutBody::Stream(body),
                 client_upgrade,
                 timeout,
                 metrics,
@@ -108,9 +110,7 @@ pub async fn forward(
     // Each attempt sends the same request again, on the target it is given.
     let (m, pq, h) = (&method, &path_and_query, &headers);
     let replay = move |t: Arc<Target>| {
-        let body = http_body_util::Full::new(bytes.clone())
-            .map_err(|never| match never {})
-            .boxed();
+        let body = OutBody::Replayable(bytes.clone());
         let headers = h.clone();
         async move { send_once(&t, m, pq, headers, body, None, timeout, metrics).await }
     };
@@ -197,7 +197,7 @@ async fn send_once(
     method: &Method,
     path_and_query: &str,
     headers: HeaderMap,
-    body: Body,
+    body: OutBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     timeout: Option<std::time::Duration>,
     metrics: &Metrics,
@@ -217,33 +217,74 @@ async fn send_once(
     let endpoint = target.pick().clone();
     let _in_flight = endpoint.start();
     let ep = &endpoint.addr;
-    let mut uri = String::with_capacity(
-        ep.origin.as_str().len() + ep.base_path.len() + path_and_query.len() + 8,
-    );
-    uri.push_str(up.scheme());
-    uri.push_str("://");
-    uri.push_str(ep.origin.as_str());
-    uri.push_str(&ep.base_path);
-    uri.push_str(path_and_query);
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri.parse::<Uri>().map_err(|_| FailureKind::Protocol)?;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    let upgrading = client_upgrade.is_some();
-
     let wait = timeout.unwrap_or(up.timeout);
-    let result = match tokio::time::timeout(wait, target.client().request(req)).await {
-        Err(_elapsed) => {
-            tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
-            Err(FailureKind::Timeout)
+    let upgrading = client_upgrade.is_some();
+    // A body in hand, to a plain-http upstream, without an upgrade: the lean client.
+    let body = match body {
+        OutBody::Replayable(bytes) if !upgrading && up.tls.is_none() => Ok(bytes),
+        OutBody::Stream(body) if !upgrading && up.tls.is_none() && body.is_end_stream() => {
+            Ok(Bytes::new())
         }
-        Ok(Err(e)) => {
-            let kind = FailureKind::of(&e);
-            tracing::warn!(upstream = %up.name, instance = %ep.url, kind = kind.as_str(), error = %error_chain(&e), "upstream request failed");
-            Err(kind)
+        OutBody::Replayable(bytes) => Err(http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed()),
+        OutBody::Stream(body) => Err(body),
+    };
+    let result = match body {
+        Ok(bytes) => {
+            let request_target = if ep.base_path.is_empty() {
+                std::borrow::Cow::Borrowed(path_and_query)
+            } else {
+                std::borrow::Cow::Owned(format!("{}{path_and_query}", ep.base_path))
+            };
+            let request = http1_client::Request {
+                authority: &ep.origin,
+                connect_timeout: up.connect_timeout,
+                method,
+                target: &request_target,
+                resendable: is_replayable_method(method, &headers),
+                headers: &headers,
+                body: bytes,
+            };
+            match tokio::time::timeout(wait, http1_client::send(request)).await {
+                Err(_elapsed) => {
+                    tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
+                    Err(FailureKind::Timeout)
+                }
+                Ok(Err(failure)) => {
+                    tracing::warn!(upstream = %up.name, instance = %ep.url, kind = failure.kind.as_str(), error = %failure, "upstream request failed");
+                    Err(failure.kind)
+                }
+                Ok(Ok(resp)) => Ok(resp),
+            }
         }
-        Ok(Ok(resp)) => Ok(resp),
+        Err(body) => {
+            let mut uri = String::with_capacity(
+                ep.origin.as_str().len() + ep.base_path.len() + path_and_query.len() + 8,
+            );
+            uri.push_str(up.scheme());
+            uri.push_str("://");
+            uri.push_str(ep.origin.as_str());
+            uri.push_str(&ep.base_path);
+            uri.push_str(path_and_query);
+            let mut req = Request::new(body);
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.parse::<Uri>().map_err(|_| FailureKind::Protocol)?;
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = headers;
+            match tokio::time::timeout(wait, target.client().request(req)).await {
+                Err(_elapsed) => {
+                    tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
+                    Err(FailureKind::Timeout)
+                }
+                Ok(Err(e)) => {
+                    let kind = FailureKind::of(&e);
+                    tracing::warn!(upstream = %up.name, instance = %ep.url, kind = kind.as_str(), error = %error_chain(&e), "upstream request failed");
+                    Err(kind)
+                }
+                Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
+            }
+        }
     };
     let ok = matches!(&result, Ok(resp) if resp.status().as_u16() < 500);
     if let Err(kind) = &result {
@@ -278,7 +319,7 @@ async fn send_once(
         });
     }
     crate::headers::remove_hop_by_hop(resp.headers_mut(), switching);
-    Ok(resp.map(|b| b.boxed()))
+    Ok(resp)
 }
 
 /// The `Host` a request stands for.

@@ -37,6 +37,7 @@ pub mod forward;
 pub mod handover;
 pub mod headers;
 pub mod health;
+pub mod http1_client;
 pub mod logging;
 pub mod matcher;
 pub mod metrics;

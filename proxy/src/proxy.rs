@@ -22,7 +22,7 @@ use crate::reload::Live;
 use crate::shadow::tee::TeeBody;
 use crate::shadow::Primary;
 use crate::snapshot::Snapshot;
-use crate::upstream::{Body, FailureKind};
+use crate::upstream::{Body, BoxError, FailureKind};
 
 /// Which route and upstream serve a request.
 #[derive(Debug, Clone)]
@@ -229,7 +229,7 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
             }
         }
     } else {
-        let mut body = body.boxed();
+        let mut body = body.map_err(BoxError::from).boxed();
         if let Some(limit) = body_limit {
             let (limited, exceeded) = LimitedBody::new(body, limit);
             body = limited.boxed();
@@ -520,18 +520,23 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A random request id in UUID v4 form.
 fn new_request_id() -> HeaderValue {
-    let n = fastrand::u128(..);
-    let n = (n & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{n:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let id = uuid_v4(fastrand::u128(..));
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `random` as a version 4 UUID: 32 hex digits in groups of 8-4-4-4-12.
+fn uuid_v4(random: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = (random & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let mut id = [b'-'; 36];
+    let mut shift = 128;
+    for (i, slot) in id.iter_mut().enumerate() {
+        if !matches!(i, 8 | 13 | 18 | 23) {
+            shift -= 4;
+            *slot = HEX[((n >> shift) & 0xf) as usize];
+        }
+    }
+    id
 }
 
 /// A duration in milliseconds, to the microsecond, for logs.
@@ -546,4 +551,28 @@ fn truncated(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        for random in [0u128, u128::MAX, 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef] {
+            let id = super::uuid_v4(random);
+            let id = std::str::from_utf8(&id).expect("ascii");
+            let n = (random & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+            let hex = format!("{n:032x}");
+            let expected = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            );
+            assert_eq!(id, expected);
+            assert_eq!(&id[14..15], "4");
+            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        }
+    }
 }

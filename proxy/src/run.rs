@@ -59,7 +59,9 @@ impl Handler for ProxyHandler {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
-        crate::proxy::handle(self.live.clone(), req, peer)
+        // Boxed: the forwarding future is several KiB, and hyper would otherwise copy it
+        // into its dispatcher on every request.
+        Box::pin(crate::proxy::handle(self.live.clone(), req, peer))
     }
 
     fn limits(&self) -> Limits {

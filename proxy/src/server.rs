@@ -388,7 +388,7 @@ struct GuardedBody {
 
 impl hyper::body::Body for GuardedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::upstream::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -12,8 +12,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+/// The error of a [`Body`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type the proxy sends and returns.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A pooled client to upstreams, `http://` and `https://` (HTTP/1.1 both ways).
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -24,9 +27,9 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 type PoolKey = (Duration, Option<String>);
 
 /// Idle upstream connections kept per host.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
+pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 256;
 /// How long an idle upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 thread_local! {
     /// This thread's clients, by connect timeout. Each worker thread runs its own runtime,

@@ -61,12 +61,12 @@ impl TeeBody {
 
 impl hyper::body::Body for TeeBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::upstream::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -108,7 +108,7 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
     fn body(chunks: &[&'static str]) -> Body {
-        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = chunks
+        let frames: Vec<Result<Frame<Bytes>, crate::upstream::BoxError>> = chunks
             .iter()
             .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
             .collect();
