@@ -21,9 +21,9 @@ pub struct Endpoint {
 }
 
 /// Marks a request in flight on an endpoint until dropped.
-pub struct InFlight(Arc<Endpoint>);
+pub struct InFlight<'a>(&'a Endpoint);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -52,9 +52,9 @@ impl Endpoint {
     }
 
     /// Counts a request in flight until the guard drops.
-    pub fn start(self: &Arc<Self>) -> InFlight {
+    pub fn start(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight(self)
     }
 
     /// Requests in flight now.
@@ -113,7 +113,10 @@ pub fn record(
     policy: Option<&OutlierPolicy>,
 ) -> Option<Duration> {
     if ok {
-        endpoint.consecutive_failures.store(0, Ordering::Relaxed);
+        // Read first: a store on every request would pull the line from the other cores.
+        if endpoint.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            endpoint.consecutive_failures.store(0, Ordering::Relaxed);
+        }
         return None;
     }
     let failures = endpoint

@@ -214,7 +214,7 @@ async fn send_once(
             return Err(FailureKind::CircuitOpen);
         }
     }
-    let endpoint = target.pick().clone();
+    let endpoint = target.pick();
     let _in_flight = endpoint.start();
     let ep = &endpoint.addr;
     let wait = timeout.unwrap_or(up.timeout);
@@ -290,7 +290,7 @@ async fn send_once(
     if let Err(kind) = &result {
         metrics.upstream_error(&target.name, *kind);
     }
-    if let Some(duration) = balance::record(&endpoint, ok, &target.endpoints, up.outlier.as_ref()) {
+    if let Some(duration) = balance::record(endpoint, ok, &target.endpoints, up.outlier.as_ref()) {
         tracing::warn!(upstream = %up.name, instance = %ep.url, ?duration, "instance ejected after failures in a row");
         metrics.ejection(&target.name);
     }

@@ -52,6 +52,7 @@ pub mod server;
 pub mod shadow;
 pub mod snapshot;
 pub mod status;
+pub mod striped;
 pub mod table;
 pub mod tls;
 pub mod trusted;

@@ -13,9 +13,87 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::striped::{StripedCounter, StripedHistogram, LATENCY_BUCKETS};
 use crate::upstream::FailureKind;
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Request series handles a worker keeps, at most.
+const MAX_CACHED_SERIES: usize = 4096;
+
+thread_local! {
+    /// This thread's handles to the request series it has recorded: recording a request
+    /// then takes no lock and hashes no string.
+    static SERIES: RefCell<HashMap<SeriesKey, (StripedCounter, StripedHistogram), BuildHasherDefault<AddressHasher>>> =
+        RefCell::new(HashMap::default());
+}
+
+/// A request series by the identity of its labels: names compare by address (the cache
+/// holds them, so an address cannot be reused while cached), as do the static labels.
+struct SeriesKey {
+    metrics: u64,
+    route: Name,
+    upstream: Name,
+    method: &'static str,
+    status: &'static str,
+}
+
+impl SeriesKey {
+    fn addresses(&self) -> [usize; 4] {
+        [
+            Arc::as_ptr(&self.route.0).cast::<u8>() as usize,
+            Arc::as_ptr(&self.upstream.0).cast::<u8>() as usize,
+            self.method.as_ptr() as usize,
+            self.status.as_ptr() as usize,
+        ]
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.metrics == other.metrics && self.addresses() == other.addresses()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.metrics);
+        for a in self.addresses() {
+            state.write_usize(a);
+        }
+    }
+}
+
+/// A multiply-rotate hash for keys made of addresses (FxHash's mixing step).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
 
 /// A shared, cheaply cloned label value (a route or upstream name).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -99,8 +177,10 @@ struct ReloadLabels {
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    durations: Family<DurationLabels, Histogram>,
+    /// Tells this instance's series apart in the workers' handle caches.
+    id: u64,
+    requests: Family<RequestLabels, StripedCounter>,
+    durations: Family<DurationLabels, StripedHistogram>,
     upstream_errors: Family<ErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
@@ -113,10 +193,6 @@ pub struct Metrics {
     rollbacks: Family<RouteLabel, Counter>,
 }
 
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -127,10 +203,8 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("strangler");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(LATENCY_BUCKETS)
-        });
+        let requests = Family::<RequestLabels, StripedCounter>::default();
+        let durations = Family::<DurationLabels, StripedHistogram>::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
@@ -205,6 +279,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             requests,
             durations,
             upstream_errors,
@@ -312,22 +387,43 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let method = method_label(method);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                upstream: upstream.clone(),
-                method,
-                status: status_class(status),
-            })
-            .inc();
-        self.durations
-            .get_or_create(&DurationLabels {
-                route: route.clone(),
-                upstream: upstream.clone(),
-                method,
-            })
-            .observe(elapsed.as_secs_f64());
+        let key = SeriesKey {
+            metrics: self.id,
+            route: route.clone(),
+            upstream: upstream.clone(),
+            method: method_label(method),
+            status: status_class(status),
+        };
+        let (count, duration) = SERIES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(handles) = cache.get(&key) {
+                return handles.clone();
+            }
+            let handles = (
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: key.route.clone(),
+                        upstream: key.upstream.clone(),
+                        method: key.method,
+                        status: key.status,
+                    })
+                    .clone(),
+                self.durations
+                    .get_or_create(&DurationLabels {
+                        route: key.route.clone(),
+                        upstream: key.upstream.clone(),
+                        method: key.method,
+                    })
+                    .clone(),
+            );
+            if cache.len() >= MAX_CACHED_SERIES {
+                cache.clear();
+            }
+            cache.insert(key, handles.clone());
+            handles
+        });
+        count.inc();
+        duration.observe(elapsed);
     }
 
     /// Records an upstream failure.

@@ -155,6 +155,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    crate::striped::set_workers(workers);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Drain::default();
@@ -174,7 +175,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let (limits, shutdown, guard) = (limits.clone(), shutdown_rx.clone(), guard.clone());
         let thread = std::thread::Builder::new()
             .name(format!("strangler-worker-{i}"))
-            .spawn(move || worker(listener, limits, handler, shutdown, guard))
+            .spawn(move || {
+                crate::striped::enter_worker(i);
+                worker(listener, limits, handler, shutdown, guard)
+            })
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
