@@ -52,11 +52,11 @@ pub enum OutBody {
 }
 
 /// What happened to a request.
-pub struct Outcome {
+pub struct Outcome<'t> {
     /// The answer, or why there is none.
     pub result: Result<Response<Body>, FailureKind>,
     /// Who answered (the fallback after a failover).
-    pub served_by: Arc<Target>,
+    pub served_by: &'t Arc<Target>,
     /// Attempts made on the first target.
     pub attempts: u32,
     /// Why the request failed over to the fallback, if it did.
@@ -70,13 +70,13 @@ pub fn is_replayable_method(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Sends `out` to `target`, retrying and failing over to `fallback` as `route` allows.
-pub async fn forward(
+pub async fn forward<'t>(
     out: Outgoing,
-    target: &Arc<Target>,
-    fallback: &Arc<Target>,
+    target: &'t Arc<Target>,
+    fallback: &'t Arc<Target>,
     route: Option<&Route>,
     metrics: &Metrics,
-) -> Outcome {
+) -> Outcome<'t> {
     let Outgoing {
         method,
         path_and_query,
@@ -100,7 +100,7 @@ pub async fn forward(
             .await;
             return Outcome {
                 result,
-                served_by: target.clone(),
+                served_by: target,
                 attempts: 1,
                 failover: None,
             };
@@ -157,14 +157,14 @@ pub async fn forward(
             let result = replay(fallback.clone()).await;
             Outcome {
                 result,
-                served_by: fallback.clone(),
+                served_by: fallback,
                 attempts,
                 failover: Some(reason),
             }
         }
         _ => Outcome {
             result,
-            served_by: target.clone(),
+            served_by: target,
             attempts,
             failover: None,
         },

@@ -120,9 +120,9 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     let route = decision.route.map(|i| &snap.config.routes[i]);
     let route_rt = decision.route.map(|i| &snap.routes[i]);
     let (route_label, target) = match route_rt {
-        Some(rt) if decision.to_upstream => (rt.name.clone(), rt.upstream.clone()),
-        Some(rt) => (rt.name.clone(), snap.fallback.clone()),
-        None => (snap.fallback_route.clone(), snap.fallback.clone()),
+        Some(rt) if decision.to_upstream => (&rt.name, &rt.upstream),
+        Some(rt) => (&rt.name, &snap.fallback),
+        None => (&snap.fallback_route, &snap.fallback),
     };
     let path_and_query = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
@@ -253,7 +253,7 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
             client_upgrade,
             timeout: route.and_then(|r| r.timeout),
         },
-        &target,
+        target,
         &snap.fallback,
         route,
         live.metrics(),
@@ -266,14 +266,14 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
             _ = exceeded.wait() => {
                 let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
                 resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
-                live.metrics().request(&route_label, &target.name, &method, 413, started.elapsed());
+                live.metrics().request(route_label, &target.name, &method, 413, started.elapsed());
                 return resp;
             }
         },
         None => forwarding.await,
     };
     let upstream_latency = sent.elapsed();
-    let served_by = outcome.served_by.clone();
+    let served_by = outcome.served_by;
     // The upstream's own outcome: a request that failed over to the fallback still counts
     // as a failure of the upstream (for promotion evidence).
     let failed = outcome.failover.is_some()
@@ -312,7 +312,7 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
     let elapsed = started.elapsed();
     let upstream_label = &served_by.name;
     live.metrics().request(
-        &route_label,
+        route_label,
         upstream_label,
         &method,
         resp.status().as_u16(),
