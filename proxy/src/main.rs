@@ -6,5 +6,9 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // No transparent huge pages for this process: where THP is `always`, the kernel would back
+    // mimalloc's 2 MiB-aligned arena with huge pages, each resident whole (megabytes of idle
+    // RSS for a heap of well under one). Best effort: an old kernel just keeps THP.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     strangler::cli::main()
 }
