@@ -258,11 +258,13 @@ pub async fn handle(live: Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -
         route,
         live.metrics(),
     );
+    // Pinned in place: both arms below use this one future rather than each a copy of it.
+    tokio::pin!(forwarding);
     let outcome = match limit_watch {
         // A body going over its limit ends the exchange: dropping the forwarding future
         // drops the upstream request mid-body, so the upstream never sees it complete.
         Some((limit, exceeded)) => tokio::select! {
-            outcome = forwarding => outcome,
+            outcome = &mut forwarding => outcome,
             _ = exceeded.wait() => {
                 let mut resp = too_large(limit, route.map(|r| r.name.as_str()));
                 resp.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
