@@ -26,6 +26,27 @@ fn parse_and_compile(c: &mut Criterion) {
             (checked, matcher)
         })
     });
+    group.bench_function("yaml_tree/10000", |b| {
+        b.iter(|| config::yaml::parse(std::hint::black_box(&yaml)))
+    });
+    group.bench_function("yaml_events_only/10000", |b| {
+        struct Noop(usize);
+        impl yaml_rust2::parser::MarkedEventReceiver for Noop {
+            fn on_event(
+                &mut self,
+                _ev: yaml_rust2::parser::Event,
+                _m: yaml_rust2::scanner::Marker,
+            ) {
+                self.0 += 1;
+            }
+        }
+        b.iter(|| {
+            let mut r = Noop(0);
+            let mut p = yaml_rust2::parser::Parser::new_from_str(std::hint::black_box(&yaml));
+            p.load(&mut r, false).ok();
+            r.0
+        })
+    });
     group.bench_function("compile_only/10000", |b| {
         let checked = match config::parse(&yaml) {
             Ok(c) => c,

@@ -2,6 +2,8 @@
 //! position, and builds a [`Config`] when the tree is usable.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,14 +141,22 @@ struct Validator<'d> {
 }
 
 /// The fields of one mapping, looked up by name.
+///
+/// A mapping has a handful of keys, so a linear scan beats hashing each of them.
 struct Fields<'n> {
     node: &'n Node,
-    map: HashMap<&'n str, &'n Node>,
+    entries: Vec<(&'n str, &'n Node)>,
 }
 
 impl<'n> Fields<'n> {
     fn get(&self, name: &str) -> Option<&'n Node> {
-        self.map.get(name).copied().filter(|n| !n.is_null())
+        // The last one wins, should a key ever appear twice (the parser rejects that).
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, n)| *n)
+            .filter(|n| !n.is_null())
     }
 }
 
@@ -160,7 +170,12 @@ impl Validator<'_> {
     }
 
     /// Checks that `node` is a mapping with only `allowed` keys, reporting each unknown one.
-    fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: impl fmt::Display,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         let Some(entries) = node.as_map() else {
             self.error(
                 node.pos,
@@ -168,12 +183,10 @@ impl Validator<'_> {
             );
             return None;
         };
-        let mut map = HashMap::new();
+        let mut fields = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             match key.as_str() {
-                Some(k) if allowed.contains(&k) => {
-                    map.insert(k, value);
-                }
+                Some(k) if allowed.contains(&k) => fields.push((k, value)),
                 Some(k) => self.error(
                     key.pos,
                     format!(
@@ -184,7 +197,10 @@ impl Validator<'_> {
                 None => self.error(key.pos, format!("{what} has a key that is not a string")),
             }
         }
-        Some(Fields { node, map })
+        Some(Fields {
+            node,
+            entries: fields,
+        })
     }
 
     fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
@@ -200,7 +216,12 @@ impl Validator<'_> {
         }
     }
 
-    fn required<'n>(&mut self, f: &Fields<'n>, name: &str, what: &str) -> Option<&'n Node> {
+    fn required<'n>(
+        &mut self,
+        f: &Fields<'n>,
+        name: &str,
+        what: impl fmt::Display,
+    ) -> Option<&'n Node> {
         let node = f.get(name);
         if node.is_none() {
             self.error(f.node.pos, format!("{what} is missing the field `{name}`"));
@@ -486,9 +507,15 @@ impl Validator<'_> {
             );
             return Vec::new();
         };
-        let mut routes: Vec<Route> = Vec::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
-        let mut by_path: HashMap<PathMatch, Vec<usize>> = HashMap::new();
+        let mut routes: Vec<Route> = Vec::with_capacity(items.len());
+        let mut names: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+        // Only routes with the same path can hide one another. Routes are chained by a hash
+        // of their path: `last_by_hash` holds the latest route with that hash, `earlier` each
+        // route's predecessor in its chain. A collision only adds a candidate that `hides`
+        // (which compares the paths) turns down.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut last_by_hash: HashMap<u64, usize> = HashMap::with_capacity(items.len());
+        let mut earlier: Vec<Option<usize>> = Vec::with_capacity(items.len());
         for item in items {
             // Duplicates are found by name alone, so one is reported even when either route
             // has other problems.
@@ -503,7 +530,7 @@ impl Validator<'_> {
                     format!("duplicate route name `{name}` (first defined on line {first})"),
                 );
             } else if let Some(name) = name {
-                names.insert(name.to_string(), item.pos.line);
+                names.insert(name, item.pos.line);
             }
             let Some(route) = self.route(item, upstreams) else {
                 continue;
@@ -511,25 +538,29 @@ impl Validator<'_> {
             if duplicate.is_some() {
                 continue;
             }
-            // Only routes with the same path can hide one another: look those up by path.
-            let same_path = by_path.entry(route.matcher.path.clone()).or_default();
-            if let Some(earlier) = same_path
-                .iter()
-                .map(|&i| &routes[i])
-                .find(|r| hides(r, &route))
-            {
+            let index = routes.len();
+            let prev = last_by_hash.insert(hasher.hash_one(&route.matcher.path), index);
+            // The first route in the file that hides this one is named: walk the chain back to
+            // the start and keep the last (earliest) match.
+            let mut hider = None;
+            let mut at = prev;
+            while let Some(i) = at {
+                if hides(&routes[i], &route) {
+                    hider = Some(i);
+                }
+                at = earlier[i];
+            }
+            if let Some(first) = hider {
+                let first = &routes[first];
                 self.warn(
                     item.pos,
                     format!(
                         "route `{}` is unreachable: route `{}` (line {}) comes first and matches every request it would",
-                        route.name, earlier.name, earlier.line
+                        route.name, first.name, first.line
                     ),
                 );
             }
-            by_path
-                .entry(route.matcher.path.clone())
-                .or_default()
-                .push(routes.len());
+            earlier.push(prev);
             routes.push(route);
         }
         routes
@@ -548,14 +579,11 @@ impl Validator<'_> {
             }
             Some(name)
         });
-        let what = match name {
-            Some(name) => format!("route `{name}`"),
-            None => "a route".to_string(),
-        };
+        let what = RouteWhat(name);
         let matcher = self
-            .required(&f, "match", &what)
-            .and_then(|n| self.route_match(n, &what));
-        let upstream = self.required(&f, "upstream", &what).and_then(|n| {
+            .required(&f, "match", what)
+            .and_then(|n| self.route_match(n, what));
+        let upstream = self.required(&f, "upstream", what).and_then(|n| {
             let up = self.string(n, "upstream")?;
             if !self.declared.iter().any(|d| d == up) {
                 self.error(
@@ -585,7 +613,7 @@ impl Validator<'_> {
         let percent = f.get("percent").map(|n| (n.pos, self.percent(n)));
         let sticky = f.get("sticky").map(|n| (n.pos, self.sticky(n)));
         let shadow = match f.get("shadow") {
-            Some(n) => self.shadow_route(n, &what),
+            Some(n) => self.shadow_route(n, what),
             None => Some(ShadowRoute::default()),
         };
         let max_body_bytes = match f.get("max_body_bytes") {
@@ -670,9 +698,9 @@ impl Validator<'_> {
         })
     }
 
-    fn route_match(&mut self, node: &Node, what: &str) -> Option<RouteMatch> {
-        let what = format!("the match of {what}");
-        let f = self.fields(node, &what, MATCH_FIELDS)?;
+    fn route_match(&mut self, node: &Node, what: RouteWhat<'_>) -> Option<RouteMatch> {
+        let what = MatchOf(what);
+        let f = self.fields(node, what, MATCH_FIELDS)?;
         let path = match (f.get("exact"), f.get("prefix")) {
             (Some(_), Some(p)) => {
                 self.error(
@@ -686,14 +714,12 @@ impl Validator<'_> {
                 None
             }
             (Some(n), None) => self.match_path(n).map(PathMatch::Exact),
-            (None, Some(n)) => self.match_path(n).map(|p| {
-                // A prefix covers whole segments, so `/api/` and `/api` mean the same.
-                let trimmed = p.trim_end_matches('/');
-                PathMatch::Prefix(if trimmed.is_empty() {
-                    "/".into()
-                } else {
-                    trimmed.into()
-                })
+            (None, Some(n)) => self.match_path(n).map(|mut p| {
+                // A prefix covers whole segments, so `/api/` and `/api` mean the same. The path
+                // starts with `/`, so trimmed to nothing it was all slashes: keep one.
+                let trimmed = p.trim_end_matches('/').len();
+                p.truncate(trimmed.max(1));
+                PathMatch::Prefix(p)
             }),
         };
         let methods = f.get("methods").map(|n| self.methods(n));
@@ -950,6 +976,30 @@ impl Validator<'_> {
             }
         }
         limits
+    }
+}
+
+/// How messages name a route: "route `NAME`", or "a route" when it has no usable name.
+/// Formatted only when a message is, not once per route.
+#[derive(Clone, Copy)]
+struct RouteWhat<'a>(Option<&'a str>);
+
+impl fmt::Display for RouteWhat<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, "route `{name}`"),
+            None => f.write_str("a route"),
+        }
+    }
+}
+
+/// "the match of ROUTE", for messages about a route's `match`.
+#[derive(Clone, Copy)]
+struct MatchOf<'a>(RouteWhat<'a>);
+
+impl fmt::Display for MatchOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the match of {}", self.0)
     }
 }
 
@@ -1234,7 +1284,7 @@ impl Validator<'_> {
         g
     }
 
-    fn shadow_route(&mut self, node: &Node, what: &str) -> Option<ShadowRoute> {
+    fn shadow_route(&mut self, node: &Node, what: RouteWhat<'_>) -> Option<ShadowRoute> {
         let what = format!("the shadow settings of {what}");
         let f = self.fields(node, &what, SHADOW_ROUTE_FIELDS)?;
         let mut s = ShadowRoute::default();
