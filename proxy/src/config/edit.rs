@@ -225,6 +225,23 @@ mod tests {
     }
 
     #[test]
+    fn edits_files_with_non_ascii_text() {
+        let file = format!(
+            "# Migración — catálogo, Größe\n{}",
+            FILE.replace("# products", "# productos ü")
+        );
+        let out = set_route_mode(&file, "catalog", Mode::Shadow, None).unwrap();
+        assert_eq!(
+            out,
+            file.replace("mode: legacy       # step 1", "mode: shadow       # step 1")
+        );
+        let out = set_route_mode(&file, "flow", Mode::Canary, Some(5.0)).unwrap();
+        assert!(crate::config::parse(&out).is_ok(), "{out}");
+        let out = set_adapter(&file, "catalog", AdapterMode::Remote).unwrap();
+        assert_eq!(out, file.replace("catalog: local", "catalog: remote"));
+    }
+
+    #[test]
     fn adds_percent_under_the_route() {
         let out = set_route_mode(FILE, "catalog", Mode::Canary, Some(25.0)).unwrap();
         assert!(

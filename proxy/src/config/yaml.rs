@@ -123,7 +123,33 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     if let Some(err) = builder.error {
         return Err(err);
     }
-    Ok(builder.root)
+    let mut root = builder.root;
+    // The parser counts characters; past any non-ASCII text that is not the byte offset.
+    if let (Some(node), false) = (&mut root, text.is_ascii()) {
+        let byte_at: Vec<usize> = text
+            .char_indices()
+            .map(|(b, _)| b)
+            .chain(std::iter::once(text.len()))
+            .collect();
+        to_byte_offsets(node, &byte_at);
+    }
+    Ok(root)
+}
+
+fn to_byte_offsets(node: &mut Node, byte_at: &[usize]) {
+    node.pos.offset = byte_at
+        .get(node.pos.offset)
+        .or(byte_at.last())
+        .copied()
+        .unwrap_or(0);
+    match &mut node.kind {
+        Kind::Scalar { .. } => {}
+        Kind::Seq(items) => items.iter_mut().for_each(|n| to_byte_offsets(n, byte_at)),
+        Kind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            to_byte_offsets(k, byte_at);
+            to_byte_offsets(v, byte_at);
+        }),
+    }
 }
 
 /// Builds the tree from the parser's marked events.
