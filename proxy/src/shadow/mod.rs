@@ -26,14 +26,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Route, ShadowGlobal, ShadowRoute};
+use crate::http1_client;
 use crate::metrics::{Metrics, Name};
 use crate::snapshot::Target;
-use crate::upstream::FailureKind;
+use crate::upstream::{BoxError, FailureKind};
 use compare::{Answer, Rules};
 use report::{Mismatch, RouteStats};
 use tee::Captured;
@@ -187,7 +188,12 @@ impl Shadow {
         let this = self.clone();
         let copy = async move { this.run(job, primary).await };
         match copies_runtime() {
-            Some(handle) => drop(handle.spawn(copy)),
+            // Handed over from a task of the worker's own, which runs once the worker has
+            // written the client's answer: waking the copies' thread is a system call, and
+            // the client should not wait for it.
+            Some(handle) => drop(tokio::spawn(async move {
+                drop(handle.spawn(copy));
+            })),
             None => drop(tokio::spawn(copy)),
         }
     }
@@ -387,6 +393,21 @@ fn copies_runtime() -> Option<&'static tokio::runtime::Handle> {
         .as_ref()
 }
 
+/// Reads a whole body of at most `max` bytes.
+async fn read_whole(mut body: crate::upstream::Body, max: usize) -> Result<Bytes, Failure> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Failure::Upstream(FailureKind::Reset))?;
+        if let Ok(data) = frame.into_data() {
+            if whole.len() + data.len() > max {
+                return Err(Failure::TooLarge);
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
@@ -415,39 +436,56 @@ pub async fn exchange(
     max: usize,
 ) -> Result<(Answer, Duration), Failure> {
     let up = &target.upstream;
-    let endpoint = target.pick().clone();
+    let endpoint = target.pick();
     let _in_flight = endpoint.start();
-    let uri = format!(
-        "{}://{}{}{}",
-        up.scheme(),
-        endpoint.addr.origin,
-        endpoint.addr.base_path,
-        path_and_query
-    );
-    let mut req = Request::new(
-        Full::new(body.clone())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri
-        .parse()
-        .map_err(|_| Failure::Upstream(FailureKind::Protocol))?;
-    *req.headers_mut() = headers.clone();
-    req.headers_mut().remove(http::header::CONTENT_LENGTH);
     let started = Instant::now();
-    let resp = match tokio::time::timeout(up.timeout, target.client().request(req)).await {
+    let sending = async {
+        if up.tls.is_none() {
+            // Plain http: the lean client, as for the requests the workers forward.
+            let request_target = format!("{}{path_and_query}", endpoint.addr.base_path);
+            let request = http1_client::Request {
+                authority: &endpoint.addr.origin,
+                connect_timeout: up.connect_timeout,
+                method,
+                target: &request_target,
+                headers,
+                body: body.clone(),
+                resendable: crate::forward::is_replayable_method(method, headers),
+            };
+            return http1_client::send(request).await.map_err(|f| f.kind);
+        }
+        let uri = format!(
+            "{}://{}{}{}",
+            up.scheme(),
+            endpoint.addr.origin,
+            endpoint.addr.base_path,
+            path_and_query
+        );
+        let mut req = Request::new(
+            Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.parse().map_err(|_| FailureKind::Protocol)?;
+        *req.headers_mut() = headers.clone();
+        req.headers_mut().remove(http::header::CONTENT_LENGTH);
+        match target.client().request(req).await {
+            Ok(resp) => Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed())),
+            Err(e) => Err(FailureKind::of(&e)),
+        }
+    };
+    let resp = match tokio::time::timeout(up.timeout, sending).await {
         Err(_) => return Err(Failure::Upstream(FailureKind::Timeout)),
-        Ok(Err(e)) => return Err(Failure::Upstream(FailureKind::of(&e))),
+        Ok(Err(kind)) => return Err(Failure::Upstream(kind)),
         Ok(Ok(resp)) => resp,
     };
     let latency = started.elapsed();
     let (parts, body) = resp.into_parts();
-    let body = match tokio::time::timeout(up.timeout, Limited::new(body, max).collect()).await {
+    let body = match tokio::time::timeout(up.timeout, read_whole(body, max)).await {
         Err(_) => return Err(Failure::Upstream(FailureKind::Timeout)),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(Failure::TooLarge),
-        Ok(Err(_)) => return Err(Failure::Upstream(FailureKind::Reset)),
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(failure)) => return Err(failure),
+        Ok(Ok(bytes)) => bytes,
     };
     Ok((
         Answer {
