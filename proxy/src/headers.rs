@@ -85,6 +85,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
+/// The peer's address as a header value. A keep-alive connection sends request after
+/// request from one address: the last one formatted on this thread is kept.
+fn peer_value(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((ip, value)) if *ip == peer => value.clone(),
+            _ => {
+                let value = HeaderValue::from_str(&peer.to_canonical().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+                *last = Some((peer, value.clone()));
+                value
+            }
+        }
+    })
+}
+
 /// Whether `name` is one [`remove_hop_by_hop`] may act on (a header named in `Connection`
 /// only counts when `Connection` itself is present, which this covers).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -115,7 +136,6 @@ pub struct Hop<'a> {
 /// they are replaced: `X-Forwarded-For` is the peer alone, `-Proto` is this hop's scheme,
 /// `-Host` the host asked for.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: Hop<'_>) {
-    let peer = hop.peer.to_canonical().to_string();
     let incoming: Vec<&str> = if hop.trusted {
         headers
             .get_all(&X_FORWARDED_FOR)
@@ -129,11 +149,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: Hop<'_>) {
     };
     // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 5.3).
     let xff = if incoming.is_empty() {
-        peer
+        Some(peer_value(hop.peer))
     } else {
-        format!("{}, {peer}", incoming.join(", "))
+        let peer = hop.peer.to_canonical();
+        HeaderValue::from_str(&format!("{}, {peer}", incoming.join(", "))).ok()
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     let keep_proto = hop.trusted && headers.contains_key(&X_FORWARDED_PROTO);

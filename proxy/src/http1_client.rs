@@ -19,7 +19,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -29,7 +29,11 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::coarse_clock;
 use crate::upstream::{Body, BoxError, FailureKind, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
+
+/// How long an idle connection is kept, in milliseconds.
+const IDLE_TIMEOUT_MS: u64 = POOL_IDLE_TIMEOUT.as_millis() as u64;
 
 /// Most headers in an upstream's answer.
 const MAX_HEADERS: usize = 100;
@@ -665,7 +669,8 @@ impl http_body::Body for UpstreamBody {
 /// An idle kept-alive connection.
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// When it went idle, in milliseconds on the coarse clock.
+    since: u64,
 }
 
 thread_local! {
@@ -678,9 +683,9 @@ fn checkout(authority: &Authority) -> Option<Conn> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = idle_list(&mut pool, authority)?;
-        let now = Instant::now();
+        let now = coarse_clock::now_ms();
         while let Some(idle) = list.pop_back() {
-            if now.duration_since(idle.since) < POOL_IDLE_TIMEOUT && still_open(&idle.conn.stream) {
+            if now.saturating_sub(idle.since) < IDLE_TIMEOUT_MS && still_open(&idle.conn.stream) {
                 return Some(idle.conn);
             }
         }
@@ -692,7 +697,7 @@ fn checkout(authority: &Authority) -> Option<Conn> {
 fn checkin(authority: &Authority, conn: Conn) {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let now = Instant::now();
+        let now = coarse_clock::now_ms();
         if idle_list(&mut pool, authority).is_none() {
             pool.push((authority.clone(), VecDeque::new()));
         }
@@ -702,7 +707,7 @@ fn checkin(authority: &Authority, conn: Conn) {
         // The oldest go first: past the idle timeout, or over the cap.
         while idle
             .front()
-            .is_some_and(|c| now.duration_since(c.since) >= POOL_IDLE_TIMEOUT)
+            .is_some_and(|c| now.saturating_sub(c.since) >= IDLE_TIMEOUT_MS)
             || idle.len() >= POOL_MAX_IDLE_PER_HOST
         {
             idle.pop_front();

@@ -31,6 +31,7 @@ pub mod body_limit;
 pub mod breaker;
 pub mod canary;
 pub mod cli;
+pub mod coarse_clock;
 pub mod config;
 pub mod explain;
 pub mod forward;

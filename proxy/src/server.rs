@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -288,9 +288,10 @@ mod tests {
     }
 }
 
-/// Timestamps of one connection, in milliseconds since it was accepted.
+/// Timestamps of one connection, in milliseconds since it was accepted (on the coarse
+/// clock: these are read on every read and write).
 struct Activity {
-    start: Instant,
+    start: u64,
     last_io: AtomicU64,
     /// When the current request head started arriving, +1 (0: no head in progress).
     head_started: AtomicU64,
@@ -314,7 +315,7 @@ impl Activity {
     fn new() -> Self {
         // A new connection is expected to send a head: the header timer runs from accept.
         Activity {
-            start: Instant::now(),
+            start: crate::coarse_clock::now_ms(),
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
@@ -325,7 +326,7 @@ impl Activity {
     }
 
     fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        crate::coarse_clock::now_ms().saturating_sub(self.start)
     }
 
     fn read(&self) {
