@@ -91,7 +91,7 @@ pub fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // strangler runs tokio's default multi-thread runtime: one worker per core.
+    // strangler runs one worker thread (a single-threaded runtime) per core.
     let proxy_threads = cores;
     let oha = Oha::detect()?;
     let mut tools = BTreeMap::new();
