@@ -144,6 +144,8 @@ async fn exchange(
     written.map_err(|e| {
         Exchange::Untouched(Failure::io(FailureKind::Reset, "sending the request", &e))
     })?;
+    // Whether any byte of an answer arrived (an interim 1xx counts, though it is consumed).
+    let mut received = false;
     loop {
         match parse_head(&mut conn.buf, method) {
             Ok(Some(parsed)) => return Ok(parsed),
@@ -156,18 +158,19 @@ async fn exchange(
                 "response head too large",
             )));
         }
-        let before = conn.buf.len();
-        let untouched = before == 0;
         let read = std::future::poll_fn(|cx| conn.poll_fill(cx, 0)).await;
         let failure = match read {
             Ok(0) => Failure::new(
                 FailureKind::Reset,
                 "connection closed before the response head was complete",
             ),
-            Ok(_) => continue,
+            Ok(_) => {
+                received = true;
+                continue;
+            }
             Err(e) => Failure::io(FailureKind::Reset, "reading the response", &e),
         };
-        return Err(if untouched {
+        return Err(if !received {
             Exchange::Untouched(failure)
         } else {
             Exchange::Failed(failure)
@@ -204,6 +207,19 @@ fn encode_head(req: &Request<'_>) -> Vec<u8> {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // HTTP/1.1 requires a Host: a client that sent none (HTTP/1.0) has the upstream's own
+    // origin stand for it, the default port left out.
+    if !req.headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        let authority = req.authority.as_str();
+        out.extend_from_slice(
+            authority
+                .strip_suffix(":80")
+                .unwrap_or(authority)
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\r\n");
     }
     // A length is sent for a body, and for an empty one the client declared.
@@ -438,6 +454,8 @@ struct UpstreamBody {
     authority: Authority,
     state: State,
     keep_alive: bool,
+    /// Trailer fields of a chunked body, as they arrive.
+    trailers: Option<HeaderMap>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -450,7 +468,7 @@ enum State {
     ChunkData(u64),
     /// Expecting the CRLF after a chunk's data.
     ChunkEnd,
-    /// After the last chunk: trailer lines (ignored) until an empty line; bytes seen.
+    /// After the last chunk: trailer fields until an empty line; bytes seen.
     Trailers(usize),
     Done,
 }
@@ -458,6 +476,7 @@ enum State {
 /// What one step of decoding produced.
 enum Step {
     Data(Bytes),
+    Trailers(HeaderMap),
     NeedMore,
     End,
 }
@@ -475,6 +494,7 @@ impl UpstreamBody {
             authority,
             state,
             keep_alive,
+            trailers: None,
         };
         if matches!(body.state, State::Done) {
             body.finish();
@@ -487,6 +507,11 @@ impl UpstreamBody {
         self.state = State::Done;
         if let Some(conn) = self.conn.take() {
             if self.keep_alive && conn.buf.is_empty() && conn.owner == std::thread::current().id() {
+                let mut conn = conn;
+                // An idle connection keeps no more than a small buffer.
+                if conn.buf.capacity() > READ_CHUNK {
+                    conn.buf = BytesMut::new();
+                }
                 checkin(&self.authority, conn);
             }
         }
@@ -549,17 +574,35 @@ impl UpstreamBody {
                     };
                     if line.is_empty() {
                         self.state = State::Done;
-                        return Ok(Step::End);
+                        return Ok(match self.trailers.take() {
+                            Some(fields) => Step::Trailers(fields),
+                            None => Step::End,
+                        });
                     }
                     let seen = seen + line.len();
                     if seen > MAX_TRAILER_BYTES {
                         return Err("chunked body trailers too large".into());
                     }
                     self.state = State::Trailers(seen);
+                    // A field that does not parse is dropped, as a malformed trailer would
+                    // be by any recipient; the body itself is complete.
+                    if let Some((name, value)) = trailer_field(&line) {
+                        self.trailers
+                            .get_or_insert_with(HeaderMap::new)
+                            .append(name, value);
+                    }
                 }
             }
         }
     }
+}
+
+/// A `name: value` trailer line.
+fn trailer_field(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+    let value = HeaderValue::from_bytes(trim(&line[colon + 1..])).ok()?;
+    Some((name, value))
 }
 
 /// Takes one CRLF-terminated line off the front of `buf`, without its CRLF.
@@ -586,9 +629,11 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BoxError> {
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
-    let rest = &line[digits..];
-    let rest_ok = rest.is_empty() || matches!(trim(rest).first(), Some(b';'));
-    if digits == 0 || digits > 15 || !rest_ok {
+    let rest = trim(&line[digits..]);
+    let rest_ok = rest.is_empty() || rest.first() == Some(&b';');
+    // Leading zeros do not count towards the size limit.
+    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if digits == 0 || significant > 15 || !rest_ok {
         return Err("invalid chunked body: bad chunk size".into());
     }
     let text = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
@@ -611,6 +656,10 @@ impl http_body::Body for UpstreamBody {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::Trailers(fields)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(fields))));
                 }
                 Ok(Step::End) => {
                     this.finish();
@@ -727,6 +776,28 @@ fn idle_list<'p>(
         .map(|(_, idle)| idle)
 }
 
+/// Closes, every `every`, this worker's idle connections that expired or that the upstream
+/// closed, and forgets origins left with none: a pool whose traffic stopped (or whose
+/// upstream moved in a reload) would otherwise hold its sockets for good. Runs for the life
+/// of the worker's runtime.
+pub async fn sweep_idle(every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = coarse_clock::now_ms();
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            for (_, idle) in pool.iter_mut() {
+                idle.retain(|c| {
+                    now.saturating_sub(c.since) < IDLE_TIMEOUT_MS && still_open(&c.conn.stream)
+                });
+            }
+            pool.retain(|(_, idle)| !idle.is_empty());
+        });
+    }
+}
+
 /// Whether an idle connection can carry another request: the upstream has neither closed
 /// it nor sent anything unasked. Costs no system call unless the socket became readable.
 fn still_open(stream: &TcpStream) -> bool {
@@ -749,26 +820,50 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<TcpStream, 
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     let port = authority.port_u16().unwrap_or(80);
-    let opening = async {
-        let stream = TcpStream::connect((host, port)).await?;
-        stream.set_nodelay(true)?;
-        Ok::<_, io::Error>(stream)
-    };
-    match tokio::time::timeout(timeout, opening).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => Err(Failure::io(
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        Failure::new(
             FailureKind::Timeout,
-            &format!("connecting to {authority}"),
-            &e,
-        )),
-        Ok(Err(e)) => Err(Failure::io(
+            format!("connecting to {authority}: timed out after {timeout:?}"),
+        )
+    };
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => {
+                return Err(Failure::io(
+                    FailureKind::Connect,
+                    &format!("resolving {authority}"),
+                    &e,
+                ))
+            }
+            Ok(Ok(addrs)) => addrs.collect(),
+        };
+    // Each address gets its share of what is left, as hyper's connector does, so that one
+    // unreachable address does not use up the whole budget.
+    let mut last = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => last = Some(io::ErrorKind::TimedOut.into()),
+        }
+    }
+    match last {
+        Some(e) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
+        Some(e) => Err(Failure::io(
             FailureKind::Connect,
             &format!("connecting to {authority}"),
             &e,
         )),
-        Err(_) => Err(Failure::new(
-            FailureKind::Timeout,
-            format!("connecting to {authority}: timed out after {timeout:?}"),
+        None => Err(Failure::new(
+            FailureKind::Connect,
+            format!("{authority} resolved to no address"),
         )),
     }
 }
@@ -857,12 +952,108 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_host_is_the_upstreams_origin() {
+        let headers = HeaderMap::new();
+        let request = |authority: &Authority| {
+            String::from_utf8(encode_head(&Request {
+                authority,
+                connect_timeout: Duration::from_secs(1),
+                method: &Method::GET,
+                target: "/",
+                headers: &headers,
+                body: Bytes::new(),
+                resendable: true,
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            request(&"shop.internal:80".parse().unwrap()),
+            "GET / HTTP/1.1\r\nhost: shop.internal\r\n\r\n"
+        );
+        assert_eq!(
+            request(&"10.0.0.1:8080".parse().unwrap()),
+            "GET / HTTP/1.1\r\nhost: 10.0.0.1:8080\r\n\r\n"
+        );
+    }
+
+    /// The body `UpstreamBody` decodes from `wire`, sent over a real socket in small pieces.
+    async fn decode(framing: Framing, wire: &'static [u8]) -> (Vec<u8>, Option<HeaderMap>, bool) {
+        use http_body_util::BodyExt;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            for piece in wire.chunks(3) {
+                peer.write_all(piece).await.unwrap();
+                peer.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            // Closing: a body cut short must end, not wait.
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let conn = Conn {
+            stream,
+            buf: BytesMut::new(),
+            owner: std::thread::current().id(),
+        };
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let mut body = UpstreamBody::new(conn, authority, framing, true);
+        let (mut data, mut trailers, mut failed) = (Vec::new(), None, false);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        writer.await.unwrap();
+        (data, trailers, failed)
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_decode_with_their_trailers() {
+        let (data, trailers, failed) = decode(
+            Framing::Chunked,
+            b"5;ext=1\r\nhello\r\n1 \r\n,\r\n006\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n",
+        )
+        .await;
+        assert!(!failed);
+        assert_eq!(data, b"hello, world");
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers.get("x-checksum").unwrap(), "abc");
+        let (data, trailers, failed) = decode(Framing::Chunked, b"3\r\nabc\r\n0\r\n\r\n").await;
+        assert_eq!(
+            (data.as_slice(), trailers.is_none(), failed),
+            (&b"abc"[..], true, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_cut_short_end_in_an_error() {
+        let (data, _, failed) = decode(Framing::Length(10), b"abc").await;
+        assert_eq!((data.as_slice(), failed), (&b"abc"[..], true));
+        let (_, _, failed) = decode(Framing::Chunked, b"5\r\nab").await;
+        assert!(failed);
+        let (data, _, failed) = decode(Framing::UntilClose, b"all of it").await;
+        assert_eq!((data.as_slice(), failed), (&b"all of it"[..], false));
+    }
+
+    #[test]
     fn chunk_sizes() {
         assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
         assert_eq!(parse_chunk_size(b"0;ext=1").unwrap(), 0);
         assert!(parse_chunk_size(b"").is_err());
         assert!(parse_chunk_size(b"zz").is_err());
         assert!(parse_chunk_size(b"1ffffffffffffffff").is_err());
+        assert_eq!(parse_chunk_size(b"1a \t").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"00000000000000000001").unwrap(), 1);
+        assert_eq!(parse_chunk_size(b"3 ;x").unwrap(), 3);
     }
 
     #[test]

@@ -297,6 +297,9 @@ fn worker(
     crate::logging::buffer_this_thread();
     runtime.block_on(async move {
         tokio::spawn(crate::logging::flush_periodically());
+        tokio::spawn(crate::http1_client::sweep_idle(
+            std::time::Duration::from_secs(15),
+        ));
         match TcpListener::from_std(listener) {
             // Returns once its connections have finished after shutdown; the control
             // thread's drain deadline bounds that.

@@ -97,7 +97,8 @@ const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
 #[repr(align(64))]
 struct HistogramStripe {
     count: AtomicU64,
-    sum_nanos: AtomicU64,
+    /// In microseconds: a u64 of them lasts 584,000 years of summed latency.
+    sum_micros: AtomicU64,
     /// Observations per bucket (not cumulative); the last is `+Inf`.
     buckets: [AtomicU64; BUCKETS],
 }
@@ -123,14 +124,14 @@ impl StripedHistogram {
             .unwrap_or(BUCKETS - 1);
         s.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         s.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        s.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        s.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Sum in seconds, count, and per-bucket counts (not cumulative) with their bounds.
     fn totals(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut count = 0;
-        let mut nanos = 0u128;
+        let mut micros = 0u128;
         let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
             .copied()
@@ -139,12 +140,12 @@ impl StripedHistogram {
             .collect();
         for s in self.0.iter() {
             count += s.count.load(Ordering::Relaxed);
-            nanos += u128::from(s.sum_nanos.load(Ordering::Relaxed));
+            micros += u128::from(s.sum_micros.load(Ordering::Relaxed));
             for (total, b) in buckets.iter_mut().zip(&s.buckets) {
                 total.1 += b.load(Ordering::Relaxed);
             }
         }
-        (nanos as f64 / 1e9, count, buckets)
+        (micros as f64 / 1e6, count, buckets)
     }
 }
 
