@@ -544,13 +544,14 @@ async fn interim_100_continue_is_skipped_for_the_final_answer() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_shorter_than_its_content_length_ends_the_clients_response_abnormally() {
-    let upstream = Upstream::scripted(|mut side| async move {
+/// An upstream that answers `/short` with `cut_answer` and then closes: the client's
+/// response must end abnormally (an error or a non-200), not hang and not look complete, and
+/// the proxy must go on serving.
+async fn a_cut_short_answer_ends_abnormally(cut_answer: &'static [u8]) {
+    let upstream = Upstream::scripted(move |mut side| async move {
         while let Some(req) = side.next_request().await {
             if req.target == "/short" {
-                side.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-                    .await;
+                side.write(cut_answer).await;
                 break;
             }
             side.write(&ok("whole")).await;
@@ -568,8 +569,8 @@ async fn a_body_shorter_than_its_content_length_ends_the_clients_response_abnorm
             std::io::ErrorKind::TimedOut,
             "the client's response hung instead of ending: {e}"
         ),
-        Ok(resp) => assert!(
-            resp.status != 200 || resp.body.len() != 100,
+        Ok(resp) => assert_ne!(
+            resp.status, 200,
             "a body cut short reached the client as a complete answer: {resp:?}"
         ),
     }
@@ -581,35 +582,17 @@ async fn a_body_shorter_than_its_content_length_ends_the_clients_response_abnorm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_ends_the_clients_response_abnormally() {
+    a_cut_short_answer_ends_abnormally(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_without_its_last_chunk_ends_the_clients_response_abnormally() {
-    let upstream = Upstream::scripted(|mut side| async move {
-        while let Some(req) = side.next_request().await {
-            if req.target == "/short" {
-                side.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-                    .await;
-                break;
-            }
-            side.write(&ok("whole")).await;
-        }
-        side.close().await;
-    })
+    a_cut_short_answer_ends_abnormally(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
     .await;
-    let proxy = fallback_to(&upstream.url).await;
-
-    let mut conn = raw::Conn::connect(proxy.addr()).await.expect("connect");
-    conn.send(&get_request("/short")).await.expect("send");
-    match conn.read_response().await {
-        Err(e) => assert_ne!(
-            e.kind(),
-            std::io::ErrorKind::TimedOut,
-            "the client's response hung instead of ending: {e}"
-        ),
-        Ok(resp) => panic!("a chunked body cut short reached the client as complete: {resp:?}"),
-    }
-
-    let mut conn = raw::Conn::connect(proxy.addr()).await.expect("connect");
-    let resp = get_on(&mut conn, "/next").await;
-    assert_eq!((resp.status, body_text(&resp).as_str()), (200, "whole"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
