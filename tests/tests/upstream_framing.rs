@@ -255,6 +255,20 @@ fn ok(body: &str) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 /// A proxy with no routes: everything goes to the fallback, `legacy` at `url`.
+/// Sends `n` GETs to `PREFIX/i` one after another on `conn`; each must be answered 200 with
+/// its own path (the scripted upstreams echo it).
+async fn each_get_answers_its_path(conn: &mut raw::Conn, prefix: &str, n: usize) {
+    for i in 0..n {
+        let path = format!("{prefix}/{i}");
+        let resp = get_on(conn, &path).await;
+        assert_eq!(
+            (resp.status, body_text(&resp)),
+            (200, path.clone()),
+            "request {i}"
+        );
+    }
+}
+
 async fn fallback_to(url: &str) -> Proxy {
     Proxy::start(&routes_yaml(&[("legacy", url)], "")).await
 }
@@ -403,15 +417,7 @@ async fn an_upstream_that_closes_after_every_answer_serves_every_request() {
 
     let mut conn = raw::Conn::connect(proxy.addr()).await.expect("connect");
     const N: usize = 30;
-    for i in 0..N {
-        let path = format!("/closing/{i}");
-        let resp = get_on(&mut conn, &path).await;
-        assert_eq!(
-            (resp.status, body_text(&resp)),
-            (200, path.clone()),
-            "request {i}"
-        );
-    }
+    each_get_answers_its_path(&mut conn, "/closing", N).await;
     let seen = upstream.seen();
     assert!(
         seen.iter().all(|s| s.nth == 0),
@@ -436,15 +442,7 @@ async fn a_safe_request_on_a_kept_connection_dropped_unanswered_is_resent_once()
 
     let mut conn = raw::Conn::connect(proxy.addr()).await.expect("connect");
     const N: usize = 10;
-    for i in 0..N {
-        let path = format!("/resend/{i}");
-        let resp = get_on(&mut conn, &path).await;
-        assert_eq!(
-            (resp.status, body_text(&resp)),
-            (200, path.clone()),
-            "request {i}"
-        );
-    }
+    each_get_answers_its_path(&mut conn, "/resend", N).await;
     let seen = upstream.seen();
     let dropped = seen.iter().filter(|s| s.nth == 1).count();
     assert!(
