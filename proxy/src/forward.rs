@@ -8,19 +8,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
-use http_body_util::BodyExt;
+use http::{Method, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::balance;
 use crate::config::{FailOn, Route};
-use crate::http1_client;
 use crate::metrics::Metrics;
 use crate::snapshot::Target;
-use crate::upstream::{Body, BoxError, FailureKind};
+use crate::upstream::{self, Body, FailureKind, OutBody};
 
 /// The header that makes a non-safe request safe to repeat.
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -41,14 +37,6 @@ pub struct Outgoing {
     pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The route's response timeout, overriding the upstream's.
     pub timeout: Option<std::time::Duration>,
-}
-
-/// A request body: streamed once, or held whole so it can be sent again.
-pub enum OutBody {
-    /// Sent as it arrives; the request is attempted once.
-    Stream(Body),
-    /// Read whole; the request may be retried and failed over.
-    Replayable(Bytes),
 }
 
 /// What happened to a request.
@@ -219,72 +207,17 @@ async fn send_once(
     let ep = &endpoint.addr;
     let wait = timeout.unwrap_or(up.timeout);
     let upgrading = client_upgrade.is_some();
-    // A body in hand, to a plain-http upstream, without an upgrade: the lean client.
-    let body = match body {
-        OutBody::Replayable(bytes) if !upgrading && up.tls.is_none() => Ok(bytes),
-        OutBody::Stream(body) if !upgrading && up.tls.is_none() && body.is_end_stream() => {
-            Ok(Bytes::new())
+    let sending = upstream::send(up, ep, method, path_and_query, headers, body, upgrading);
+    let result = match tokio::time::timeout(wait, sending).await {
+        Err(_elapsed) => {
+            tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
+            Err(FailureKind::Timeout)
         }
-        OutBody::Replayable(bytes) => Err(http_body_util::Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed()),
-        OutBody::Stream(body) => Err(body),
-    };
-    let result = match body {
-        Ok(bytes) => {
-            let request_target = if ep.base_path.is_empty() {
-                std::borrow::Cow::Borrowed(path_and_query)
-            } else {
-                std::borrow::Cow::Owned(format!("{}{path_and_query}", ep.base_path))
-            };
-            let request = http1_client::Request {
-                authority: &ep.origin,
-                connect_timeout: up.connect_timeout,
-                method,
-                target: &request_target,
-                resendable: is_replayable_method(method, &headers),
-                headers: &headers,
-                body: bytes,
-            };
-            match tokio::time::timeout(wait, http1_client::send(request)).await {
-                Err(_elapsed) => {
-                    tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
-                    Err(FailureKind::Timeout)
-                }
-                Ok(Err(failure)) => {
-                    tracing::warn!(upstream = %up.name, instance = %ep.url, kind = failure.kind.as_str(), error = %failure, "upstream request failed");
-                    Err(failure.kind)
-                }
-                Ok(Ok(resp)) => Ok(resp),
-            }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %up.name, instance = %ep.url, kind = e.kind.as_str(), error = %e, "upstream request failed");
+            Err(e.kind)
         }
-        Err(body) => {
-            let mut uri = String::with_capacity(
-                ep.origin.as_str().len() + ep.base_path.len() + path_and_query.len() + 8,
-            );
-            uri.push_str(up.scheme());
-            uri.push_str("://");
-            uri.push_str(ep.origin.as_str());
-            uri.push_str(&ep.base_path);
-            uri.push_str(path_and_query);
-            let mut req = Request::new(body);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri.parse::<Uri>().map_err(|_| FailureKind::Protocol)?;
-            *req.version_mut() = Version::HTTP_11;
-            *req.headers_mut() = headers;
-            match tokio::time::timeout(wait, target.client().request(req)).await {
-                Err(_elapsed) => {
-                    tracing::warn!(upstream = %up.name, instance = %ep.url, timeout = ?wait, "upstream response timed out");
-                    Err(FailureKind::Timeout)
-                }
-                Ok(Err(e)) => {
-                    let kind = FailureKind::of(&e);
-                    tracing::warn!(upstream = %up.name, instance = %ep.url, kind = kind.as_str(), error = %error_chain(&e), "upstream request failed");
-                    Err(kind)
-                }
-                Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
-            }
-        }
+        Ok(Ok(resp)) => Ok(resp),
     };
     let ok = matches!(&result, Ok(resp) if resp.status().as_u16() < 500);
     if let Err(kind) = &result {
@@ -329,15 +262,4 @@ pub fn host_value(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => headers.get(header::HOST).cloned(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

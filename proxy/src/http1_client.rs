@@ -14,7 +14,6 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,7 +29,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::coarse_clock;
-use crate::upstream::{Body, BoxError, FailureKind, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
+use crate::upstream::{
+    Body, BoxError, FailureKind, SendError, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST,
+};
 
 /// How long an idle connection is kept, in milliseconds.
 const IDLE_TIMEOUT_MS: u64 = POOL_IDLE_TIMEOUT.as_millis() as u64;
@@ -45,34 +46,6 @@ const MAX_TRAILER_BYTES: usize = 64 * 1024;
 /// Read buffer size for a connection, and the most it grows to for a long body.
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
-
-/// Why an exchange failed, with what to log.
-#[derive(Debug)]
-pub struct Failure {
-    /// The class of failure (the metric label and the client's status).
-    pub kind: FailureKind,
-    /// What happened, for the log.
-    pub detail: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
-impl Failure {
-    fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
-        Failure {
-            kind,
-            detail: detail.into(),
-        }
-    }
-
-    fn io(kind: FailureKind, what: &str, e: &io::Error) -> Failure {
-        Failure::new(kind, format!("{what}: {e}"))
-    }
-}
 
 /// A request for [`send`].
 pub struct Request<'a> {
@@ -96,7 +69,7 @@ pub struct Request<'a> {
 
 /// Sends `req` and reads the answer's head; the body streams from the upstream as it is
 /// polled. The caller bounds the whole call with the response timeout.
-pub async fn send(req: Request<'_>) -> Result<Response<Body>, Failure> {
+pub async fn send(req: Request<'_>) -> Result<Response<Body>, SendError> {
     let head = encode_head(&req);
     let mut fresh_only = false;
     loop {
@@ -125,9 +98,9 @@ pub async fn send(req: Request<'_>) -> Result<Response<Body>, Failure> {
 
 enum Exchange {
     /// No byte of an answer arrived.
-    Untouched(Failure),
+    Untouched(SendError),
     /// Failed after part of an answer arrived.
-    Failed(Failure),
+    Failed(SendError),
 }
 
 async fn exchange(
@@ -142,7 +115,7 @@ async fn exchange(
         write_two(&mut conn.stream, head, body).await
     };
     written.map_err(|e| {
-        Exchange::Untouched(Failure::io(FailureKind::Reset, "sending the request", &e))
+        Exchange::Untouched(SendError::io(FailureKind::Reset, "sending the request", &e))
     })?;
     // Whether any byte of an answer arrived (an interim 1xx counts, though it is consumed).
     let mut received = false;
@@ -153,14 +126,14 @@ async fn exchange(
             Err(f) => return Err(Exchange::Failed(f)),
         }
         if conn.buf.len() >= MAX_HEAD_BYTES {
-            return Err(Exchange::Failed(Failure::new(
+            return Err(Exchange::Failed(SendError::new(
                 FailureKind::Protocol,
                 "response head too large",
             )));
         }
         let read = std::future::poll_fn(|cx| conn.poll_fill(cx, 0)).await;
         let failure = match read {
-            Ok(0) => Failure::new(
+            Ok(0) => SendError::new(
                 FailureKind::Reset,
                 "connection closed before the response head was complete",
             ),
@@ -168,7 +141,7 @@ async fn exchange(
                 received = true;
                 continue;
             }
-            Err(e) => Failure::io(FailureKind::Reset, "reading the response", &e),
+            Err(e) => SendError::io(FailureKind::Reset, "reading the response", &e),
         };
         return Err(if !received {
             Exchange::Untouched(failure)
@@ -251,7 +224,7 @@ enum Framing {
 fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<Option<(Response<()>, Framing, bool)>, Failure> {
+) -> Result<Option<(Response<()>, Framing, bool)>, SendError> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -267,13 +240,13 @@ fn parse_head(
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(Failure::new(
+                return Err(SendError::new(
                     FailureKind::Protocol,
                     "too many headers in the response",
                 ))
             }
             Err(e) => {
-                return Err(Failure::new(
+                return Err(SendError::new(
                     FailureKind::Protocol,
                     format!("invalid response head: {e}"),
                 ))
@@ -281,10 +254,10 @@ fn parse_head(
         };
         let code = parsed.code.unwrap_or(0);
         let status = StatusCode::from_u16(code)
-            .map_err(|_| Failure::new(FailureKind::Protocol, format!("invalid status {code}")))?;
+            .map_err(|_| SendError::new(FailureKind::Protocol, format!("invalid status {code}")))?;
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(Failure::new(
+                return Err(SendError::new(
                     FailureKind::Protocol,
                     "101 Switching Protocols to a request that did not ask to upgrade",
                 ));
@@ -303,7 +276,7 @@ fn parse_head(
         let mut fields = Vec::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                Failure::new(
+                SendError::new(
                     FailureKind::Protocol,
                     format!("invalid header name {:?}", h.name),
                 )
@@ -315,7 +288,7 @@ fn parse_head(
         let mut headers = HeaderMap::with_capacity(fields.len());
         for (name, start, end) in fields {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| {
-                Failure::new(
+                SendError::new(
                     FailureKind::Protocol,
                     format!("invalid value for header {name}"),
                 )
@@ -339,7 +312,7 @@ fn framing(
     status: StatusCode,
     method: &Method,
     version: Version,
-) -> Result<(Framing, bool), Failure> {
+) -> Result<(Framing, bool), SendError> {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -368,13 +341,13 @@ fn framing(
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
             let n = parse_decimal(trim(part)).ok_or_else(|| {
-                Failure::new(
+                SendError::new(
                     FailureKind::Protocol,
                     "invalid Content-Length in the response",
                 )
             })?;
             if length.is_some_and(|l| l != n) {
-                return Err(Failure::new(
+                return Err(SendError::new(
                     FailureKind::Protocol,
                     "conflicting Content-Length values in the response",
                 ));
@@ -813,7 +786,7 @@ fn still_open(stream: &TcpStream) -> bool {
 }
 
 /// Opens a connection to `authority` within `timeout`.
-async fn connect(authority: &Authority, timeout: Duration) -> Result<TcpStream, Failure> {
+async fn connect(authority: &Authority, timeout: Duration) -> Result<TcpStream, SendError> {
     let host = authority.host();
     let host = host
         .strip_prefix('[')
@@ -822,7 +795,7 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<TcpStream, 
     let port = authority.port_u16().unwrap_or(80);
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || {
-        Failure::new(
+        SendError::new(
             FailureKind::Timeout,
             format!("connecting to {authority}: timed out after {timeout:?}"),
         )
@@ -831,7 +804,7 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<TcpStream, 
         match tokio::time::timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => {
-                return Err(Failure::io(
+                return Err(SendError::io(
                     FailureKind::Connect,
                     &format!("resolving {authority}"),
                     &e,
@@ -856,12 +829,12 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<TcpStream, 
     }
     match last {
         Some(e) if e.kind() == io::ErrorKind::TimedOut => Err(timed_out()),
-        Some(e) => Err(Failure::io(
+        Some(e) => Err(SendError::io(
             FailureKind::Connect,
             &format!("connecting to {authority}"),
             &e,
         )),
-        None => Err(Failure::new(
+        None => Err(SendError::new(
             FailureKind::Connect,
             format!("{authority} resolved to no address"),
         )),
@@ -876,7 +849,7 @@ mod tests {
     fn parse(
         raw: &[u8],
         method: &Method,
-    ) -> Result<Option<(Response<()>, Framing, bool)>, Failure> {
+    ) -> Result<Option<(Response<()>, Framing, bool)>, SendError> {
         let mut buf = BytesMut::from(raw);
         parse_head(&mut buf, method)
     }

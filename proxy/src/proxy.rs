@@ -15,13 +15,14 @@ use hyper::body::Incoming;
 use crate::body_limit::LimitedBody;
 use crate::canary;
 use crate::config::{Limits, Mode};
-use crate::forward::{self, OutBody};
+use crate::forward;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::normalize::normalize_path;
 use crate::reload::Live;
 use crate::shadow::tee::TeeBody;
 use crate::shadow::Primary;
 use crate::snapshot::Snapshot;
+use crate::upstream::OutBody;
 use crate::upstream::{Body, BoxError, FailureKind};
 
 /// Which route and upstream serve a request.

@@ -1,5 +1,5 @@
 //! One config snapshot: the validated config plus everything compiled from it (matcher,
-//! upstream clients, metric labels), built completely before it is swapped in.
+//! metric labels, upstream targets), built completely before it is swapped in.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +12,6 @@ use crate::health::{Registry, UpstreamHealth};
 use crate::matcher::Matcher;
 use crate::metrics::Name;
 use crate::promotion::{Promotions, RoutePromotion};
-use crate::upstream::{self, HttpClient};
 
 /// An upstream ready to receive requests.
 #[derive(Debug)]
@@ -37,11 +36,6 @@ impl Target {
             health,
             upstream,
         }
-    }
-
-    /// The calling thread's pooled client for this upstream.
-    pub fn client(&self) -> HttpClient {
-        upstream::client(self.upstream.connect_timeout, self.upstream.tls.as_ref())
     }
 
     /// The instance for the next request.

@@ -1,16 +1,24 @@
 //! Pooled HTTP clients to upstreams, and how their failures are classified.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::fmt;
+use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{EndpointAddr, Upstream};
 
 /// The error of a [`Body`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,7 +27,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A pooled client to upstreams, `http://` and `https://` (HTTP/1.1 both ways).
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// What a pool is keyed by: connections in one pool share a connect timeout and the trust
 /// anchors their certificates are checked against (`None` for a pool used only for `http://`
@@ -41,7 +49,7 @@ thread_local! {
 
 /// The calling thread's pooled client for upstreams with this connect timeout and, for an
 /// `https://` upstream, these trust anchors.
-pub fn client(connect_timeout: Duration, tls: Option<&crate::config::UpstreamTls>) -> HttpClient {
+fn client(connect_timeout: Duration, tls: Option<&crate::config::UpstreamTls>) -> HttpClient {
     let key = (connect_timeout, tls.map(|t| t.anchors.clone()));
     CLIENTS.with(|clients| {
         clients
@@ -72,6 +80,120 @@ pub fn client(connect_timeout: Duration, tls: Option<&crate::config::UpstreamTls
             })
             .clone()
     })
+}
+
+/// Why an exchange failed, with what to log.
+#[derive(Debug)]
+pub struct SendError {
+    /// The class of failure (the metric label and the client's status).
+    pub kind: FailureKind,
+    /// What happened, for the log.
+    pub detail: String,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl SendError {
+    pub(crate) fn new(kind: FailureKind, detail: impl Into<String>) -> SendError {
+        SendError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn io(kind: FailureKind, what: &str, e: &io::Error) -> SendError {
+        SendError::new(kind, format!("{what}: {e}"))
+    }
+}
+
+/// A request body: streamed once, or held whole so it can be sent again.
+pub enum OutBody {
+    /// Sent as it arrives; the request is attempted once.
+    Stream(Body),
+    /// Read whole; the request may be retried and failed over.
+    Replayable(Bytes),
+}
+
+/// Sends one request to one instance of `up` and returns the answer's head, its body
+/// streaming behind; the caller bounds the call with the response timeout. A body in hand
+/// (replayable, or a stream already at its end) to a plain-http upstream, without an
+/// upgrade, goes through the lean client ([`crate::http1_client`]); everything else through
+/// hyper's pooled client.
+pub async fn send(
+    up: &Upstream,
+    endpoint: &EndpointAddr,
+    method: &Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: OutBody,
+    upgrading: bool,
+) -> Result<Response<Body>, SendError> {
+    let lean = !upgrading && up.tls.is_none();
+    let body = match body {
+        OutBody::Replayable(bytes) if lean => Ok(bytes),
+        OutBody::Stream(body) if lean && body.is_end_stream() => Ok(Bytes::new()),
+        OutBody::Replayable(bytes) => Err(Full::new(bytes).map_err(|never| match never {}).boxed()),
+        OutBody::Stream(body) => Err(body),
+    };
+    let body = match body {
+        Ok(bytes) => {
+            let target = if endpoint.base_path.is_empty() {
+                Cow::Borrowed(path_and_query)
+            } else {
+                Cow::Owned(format!("{}{path_and_query}", endpoint.base_path))
+            };
+            return crate::http1_client::send(crate::http1_client::Request {
+                authority: &endpoint.origin,
+                connect_timeout: up.connect_timeout,
+                method,
+                target: &target,
+                resendable: crate::forward::is_replayable_method(method, &headers),
+                headers: &headers,
+                body: bytes,
+            })
+            .await;
+        }
+        Err(body) => body,
+    };
+    let uri = format!(
+        "{}://{}{}{path_and_query}",
+        up.scheme(),
+        endpoint.origin,
+        endpoint.base_path
+    );
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.parse::<Uri>().map_err(|e| {
+        SendError::new(
+            FailureKind::Protocol,
+            format!("invalid upstream URI {uri}: {e}"),
+        )
+    })?;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    match client(up.connect_timeout, up.tls.as_ref())
+        .request(req)
+        .await
+    {
+        Ok(resp) => Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed())),
+        Err(e) => Err(SendError::new(FailureKind::of(&e), error_chain(&e))),
+    }
+}
+
+/// An error with its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Why an upstream request failed; the `kind` label of `strangler_upstream_errors_total`.

@@ -25,16 +25,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{HeaderMap, HeaderName, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Route, ShadowGlobal, ShadowRoute};
-use crate::http1_client;
 use crate::metrics::{Metrics, Name};
 use crate::snapshot::Target;
-use crate::upstream::{BoxError, FailureKind};
+use crate::upstream::{self, FailureKind, OutBody};
 use compare::{Answer, Rules};
 use report::{Mismatch, RouteStats};
 use tee::Captured;
@@ -439,45 +438,18 @@ pub async fn exchange(
     let endpoint = target.pick();
     let _in_flight = endpoint.start();
     let started = Instant::now();
-    let sending = async {
-        if up.tls.is_none() {
-            // Plain http: the lean client, as for the requests the workers forward.
-            let request_target = format!("{}{path_and_query}", endpoint.addr.base_path);
-            let request = http1_client::Request {
-                authority: &endpoint.addr.origin,
-                connect_timeout: up.connect_timeout,
-                method,
-                target: &request_target,
-                headers,
-                body: body.clone(),
-                resendable: crate::forward::is_replayable_method(method, headers),
-            };
-            return http1_client::send(request).await.map_err(|f| f.kind);
-        }
-        let uri = format!(
-            "{}://{}{}{}",
-            up.scheme(),
-            endpoint.addr.origin,
-            endpoint.addr.base_path,
-            path_and_query
-        );
-        let mut req = Request::new(
-            Full::new(body.clone())
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.parse().map_err(|_| FailureKind::Protocol)?;
-        *req.headers_mut() = headers.clone();
-        req.headers_mut().remove(http::header::CONTENT_LENGTH);
-        match target.client().request(req).await {
-            Ok(resp) => Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed())),
-            Err(e) => Err(FailureKind::of(&e)),
-        }
-    };
+    let sending = upstream::send(
+        up,
+        &endpoint.addr,
+        method,
+        path_and_query,
+        headers.clone(),
+        OutBody::Replayable(body.clone()),
+        false,
+    );
     let resp = match tokio::time::timeout(up.timeout, sending).await {
         Err(_) => return Err(Failure::Upstream(FailureKind::Timeout)),
-        Ok(Err(kind)) => return Err(Failure::Upstream(kind)),
+        Ok(Err(e)) => return Err(Failure::Upstream(e.kind)),
         Ok(Ok(resp)) => resp,
     };
     let latency = started.elapsed();
