@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::config::{AdapterMode, Config, Upstream};
+use crate::lock::lock;
 use crate::reload::{watch_config, FileWatcher};
 
 /// A live, swappable implementation of `T` (usually a `dyn Trait`). Cloning gives another
@@ -146,17 +147,14 @@ impl<T: ?Sized + Send + Sync> Binding<T> {
 
     /// What is live now.
     pub fn selection(&self) -> Selection {
-        self.selected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.selected).clone()
     }
 
     /// Follows `config`: swaps in a new implementation when this adapter's selection changed.
     /// Returns whether it swapped.
     pub fn apply(&self, config: &Config) -> bool {
         let next = Selection::from_config(config, &self.name);
-        let mut selected = self.selected.lock().unwrap_or_else(|e| e.into_inner());
+        let mut selected = lock(&self.selected);
         if *selected == next {
             return false;
         }

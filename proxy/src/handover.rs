@@ -36,6 +36,8 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
+use crate::lock::lock;
+
 /// How long each side waits for the other at each step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most listening sockets passed (listen, admin, redirect).
@@ -205,10 +207,6 @@ impl UpgradeSocket {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn accept_takeovers(

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::balance::{self, Endpoint};
 use crate::breaker::{Breaker, Phase};
 use crate::config::EndpointAddr;
+use crate::lock::lock;
 use crate::retry::Budget;
 
 /// One upstream's live state.
@@ -25,7 +26,7 @@ pub struct UpstreamHealth {
 impl UpstreamHealth {
     /// The endpoints for these addresses, reusing the state of those already known.
     pub fn endpoints(&self, addrs: &[EndpointAddr]) -> Vec<Arc<Endpoint>> {
-        let mut known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = lock(&self.endpoints);
         let out: Vec<Arc<Endpoint>> = addrs
             .iter()
             .map(|a| {
@@ -67,9 +68,7 @@ pub struct Registry {
 impl Registry {
     /// The state of the upstream named `name`.
     pub fn upstream(&self, name: &str) -> Arc<UpstreamHealth> {
-        self.upstreams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.upstreams)
             .entry(name.to_string())
             .or_default()
             .clone()

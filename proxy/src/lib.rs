@@ -39,6 +39,7 @@ pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod http1_client;
+pub mod lock;
 pub mod logging;
 pub mod matcher;
 pub mod metrics;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use crate::config::{Mode, PromotePlan, Route};
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::shadow::Shadow;
 
@@ -181,10 +182,6 @@ fn effective(phase: Phase, plan: &PromotePlan, route: &Route) -> (Mode, u32) {
         Phase::Canary(i) => (Mode::Canary, (plan.steps[i] * 100.0).round() as u32),
         Phase::Extracted => (Mode::Extracted, 10_000),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Every route's plan state, kept across reloads.

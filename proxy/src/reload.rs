@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, Diagnostic, Severity};
 use crate::health::Registry;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::promotion::Promotions;
 use crate::shadow::Shadow;
@@ -182,10 +183,6 @@ impl Live {
             Err(_) => false,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reloads in a blocking task, so parsing a large file does not stall request handling.

@@ -27,13 +27,13 @@ impl Default for Budget {
 impl Budget {
     /// Each request earns `percent`/100 of a retry.
     pub fn deposit(&self, percent: u32) {
-        let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = crate::lock::lock(&self.tokens);
         *t = (*t + f64::from(percent) / 100.0).min(RESERVE.max(f64::from(percent) / 10.0));
     }
 
     /// Spends one retry, if the budget has one.
     pub fn withdraw(&self) -> bool {
-        let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = crate::lock::lock(&self.tokens);
         if *t >= 1.0 {
             *t -= 1.0;
             true

@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Route, ShadowGlobal, ShadowRoute};
+use crate::lock::lock;
 use crate::metrics::{Metrics, Name};
 use crate::snapshot::Target;
 use crate::upstream::{self, FailureKind, OutBody};
@@ -409,10 +410,6 @@ async fn read_whole(mut body: crate::upstream::Body, max: usize) -> Result<Bytes
 
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a copy produced no answer to compare.

@@ -91,7 +91,7 @@ pub async fn replay(opts: &ReplayOptions) -> Result<ReplayResult, String> {
         .collect::<Vec<()>>()
         .await;
 
-    let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+    let stats = crate::lock::lock(&stats);
     let attempted = stats.compared + stats.errors;
     let match_percent = (attempted > 0).then(|| stats.matched as f64 * 100.0 / attempted as f64);
     let passed = match_percent.is_some_and(|m| m >= opts.min_match);
@@ -109,7 +109,7 @@ async fn one(
     stats: &Mutex<RouteStats>,
     req: RecordedRequest,
 ) {
-    let lock = || stats.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = || crate::lock::lock(stats);
     let (method, mut headers, body) = match (req.method(), req.header_map(), req.body_bytes()) {
         (Ok(m), Ok(h), Ok(b)) => (m, h, b),
         _ => return lock().skip("bad_request_record"),
