@@ -24,7 +24,7 @@ pub mod ports;
 pub mod remote;
 pub mod seed;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,13 +33,13 @@ use axum::routing::get;
 use axum::Router;
 use shop_api::Db;
 use strangler::adapter::{Binding, FollowConfig, Selection};
-use strangler::config::AdapterMode;
+use strangler::config::{AdapterMode, Config};
 use strangler::reload::FileWatcher;
 
 use crate::catalog::{CatalogStore, LocalCatalog};
 use crate::inventory::{InventoryStore, LocalInventory};
 use crate::orders::{Orders, OwnerResolver};
-use crate::ports::{Catalog, Inventory};
+use crate::ports::{Catalog, Inventory, PortError};
 use crate::remote::{RemoteCatalog, RemoteInventory, RemoteSettings};
 
 /// How to start the monolith.
@@ -85,9 +85,9 @@ async fn healthz(
     }))
 }
 
-/// Opens the database, seeds it on first start, builds the adapters from `routes.yaml` and
-/// starts following the file. Call inside a tokio runtime.
-pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
+/// Opens (creating and migrating) the monolith's database at `path`, and seeds it with
+/// `seed_products` products on first start.
+pub fn open_db(path: &Path, seed_products: usize) -> anyhow::Result<Db> {
     let schema = [
         META_SCHEMA,
         catalog::SCHEMA,
@@ -95,12 +95,39 @@ pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
         orders::SCHEMA,
     ]
     .concat();
-    let db = Db::open(&options.db, &schema)
-        .with_context(|| format!("cannot open database {}", options.db.display()))?;
-    let seeded = seed::seed(&db, options.seed_products)?;
+    let db = Db::open(path, &schema)
+        .with_context(|| format!("cannot open database {}", path.display()))?;
+    let seeded = seed::seed(&db, seed_products)?;
     if seeded > 0 {
         tracing::info!(products = seeded, "seeded a new database");
     }
+    Ok(db)
+}
+
+/// Binds the port `name`: the `local` implementation, or the remote one `remote` builds for
+/// the upstream `routes.yaml` selects (staying local when it cannot be built).
+fn bind<P: ?Sized + Send + Sync + 'static>(
+    name: &'static str,
+    config: Option<&Config>,
+    local: Arc<P>,
+    remote: fn(RemoteSettings) -> Result<Arc<P>, PortError>,
+) -> Arc<Binding<P>> {
+    Arc::new(Binding::new(name, config, move |sel: &Selection| {
+        match (&sel.mode, &sel.upstream) {
+            (AdapterMode::Remote, Some(up)) => remote(RemoteSettings::for_upstream(up))
+                .unwrap_or_else(|e| {
+                    tracing::error!("cannot build the remote {name}, staying local: {e}");
+                    local.clone()
+                }),
+            _ => local.clone(),
+        }
+    }))
+}
+
+/// Opens the database, seeds it on first start, builds the adapters from `routes.yaml` and
+/// starts following the file. Call inside a tokio runtime.
+pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
+    let db = open_db(&options.db, options.seed_products)?;
     let catalog_store = CatalogStore::new(db.clone());
     let inventory_store = InventoryStore::new(db.clone());
 
@@ -119,40 +146,16 @@ pub async fn open(options: &Options) -> anyhow::Result<Monolith> {
     };
 
     let local_catalog: Arc<dyn Catalog> = Arc::new(LocalCatalog(catalog_store.clone()));
-    let catalog = Arc::new(Binding::<dyn Catalog>::new(
-        "catalog",
-        config.as_ref(),
-        move |sel: &Selection| match (&sel.mode, &sel.upstream) {
-            (AdapterMode::Remote, Some(up)) => {
-                match RemoteCatalog::new(RemoteSettings::for_upstream(up)) {
-                    Ok(remote) => Arc::new(remote) as Arc<dyn Catalog>,
-                    Err(e) => {
-                        tracing::error!("cannot build the remote catalog, staying local: {e}");
-                        local_catalog.clone()
-                    }
-                }
-            }
-            _ => local_catalog.clone(),
-        },
-    ));
+    let catalog = bind("catalog", config.as_ref(), local_catalog, |settings| {
+        Ok(Arc::new(RemoteCatalog::new(settings)?))
+    });
     let local_inventory: Arc<dyn Inventory> = Arc::new(LocalInventory(inventory_store.clone()));
-    let local = local_inventory.clone();
-    let inventory = Arc::new(Binding::<dyn Inventory>::new(
+    let inventory = bind(
         "inventory",
         config.as_ref(),
-        move |sel: &Selection| match (&sel.mode, &sel.upstream) {
-            (AdapterMode::Remote, Some(up)) => {
-                match RemoteInventory::new(RemoteSettings::for_upstream(up)) {
-                    Ok(remote) => Arc::new(remote) as Arc<dyn Inventory>,
-                    Err(e) => {
-                        tracing::error!("cannot build the remote inventory, staying local: {e}");
-                        local.clone()
-                    }
-                }
-            }
-            _ => local.clone(),
-        },
-    ));
+        local_inventory.clone(),
+        |settings| Ok(Arc::new(RemoteInventory::new(settings)?)),
+    );
     tracing::info!(
         catalog = %catalog.adapter().current().owner(),
         inventory = %inventory.adapter().current().owner(),

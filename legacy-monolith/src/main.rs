@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 
 /// The sample legacy shop: catalog, inventory and orders on one SQLite database.
@@ -39,16 +38,11 @@ async fn main() -> anyhow::Result<()> {
         seed_products: args.seed_products,
     };
     let monolith = legacy_monolith::open(&options).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, db = %options.db.display(), "legacy-monolith serving");
-    shop_api::http::serve(
-        listener,
+    shop_api::service::listen_and_serve(
+        "legacy-monolith",
+        args.listen,
+        &options.db,
         monolith.router.clone(),
-        shop_api::http::shutdown_signal(),
     )
-    .await?;
-    tracing::info!("legacy-monolith stopped");
-    Ok(())
+    .await
 }

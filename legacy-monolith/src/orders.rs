@@ -207,12 +207,7 @@ impl Orders {
         }
         match inventory.release_order(order_ref, rid).await {
             Ok(n) => {
-                tracing::info!(
-                    order_ref,
-                    released = n,
-                    "released the stock of a failed order"
-                );
-                self.mark_done(order_ref).await;
+                self.mark_done(order_ref, n).await;
                 true
             }
             Err(e) => {
@@ -226,7 +221,9 @@ impl Orders {
         }
     }
 
-    async fn mark_done(&self, order_ref: &str) {
+    /// Records that `order_ref`'s stock was released (`released` reservations).
+    async fn mark_done(&self, order_ref: &str, released: i64) {
+        tracing::info!(order_ref, released, "released the stock of a failed order");
         let r = order_ref.to_string();
         let done = self
             .db
@@ -252,12 +249,7 @@ impl Orders {
                 tokio::time::sleep(wait).await;
                 match inventory.release_order(&order_ref, &rid).await {
                     Ok(n) => {
-                        tracing::info!(
-                            order_ref,
-                            released = n,
-                            "released the stock of a failed order"
-                        );
-                        orders.mark_done(&order_ref).await;
+                        orders.mark_done(&order_ref, n).await;
                         return;
                     }
                     Err(e) => {
@@ -309,7 +301,7 @@ impl Orders {
             .call(move |c| {
                 load(c, "WHERE id = ?1", params![id])?
                     .pop()
-                    .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))
+                    .ok_or_else(|| order_not_found(id))
             })
             .await
     }
@@ -342,6 +334,10 @@ impl Orders {
             })
             .await
     }
+}
+
+fn order_not_found(id: impl std::fmt::Display) -> ApiError {
+    ApiError::not_found(format!("order {id} not found"))
 }
 
 /// 503 for an owner that could not be reached; 502 for one that refused a request we made
@@ -450,7 +446,7 @@ async fn read(
     State(o): State<Orders>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Order>, ApiError> {
-    let id = parse_id(&id, |t| ApiError::not_found(format!("order {t} not found")))?;
+    let id = parse_id(&id, |t| order_not_found(t))?;
     Ok(axum::Json(o.get(id).await?))
 }
 

@@ -58,15 +58,6 @@ impl RemoteSettings {
     }
 }
 
-/// Whether a call may be repeated without changing the outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Idempotent {
-    /// Safe to retry.
-    Yes,
-    /// One attempt only.
-    No,
-}
-
 /// One extracted service: a pooled client, its base URL and its breaker.
 #[derive(Debug)]
 pub struct RemoteService {
@@ -101,6 +92,11 @@ impl RemoteService {
         })
     }
 
+    /// `remote URL`: the owner the ports report for this service.
+    pub fn owner(&self) -> String {
+        format!("remote {}", self.settings.base)
+    }
+
     /// The breaker, for tests and status.
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
@@ -119,20 +115,17 @@ impl RemoteService {
     }
 
     /// Calls the service and decodes a 2xx answer as `T`; error answers are classified by
-    /// status, failures to get one are [`PortError::Unavailable`].
+    /// status, failures to get one are [`PortError::Unavailable`]. A failure is retried up to
+    /// [`RemoteSettings::retries`] times, so only idempotent requests may go through here.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
         body: Option<&(impl Serialize + Sync)>,
         headers: &[(&str, &str)],
-        idempotent: Idempotent,
         rid: &RequestId,
     ) -> Result<T, PortError> {
-        let attempts = match idempotent {
-            Idempotent::Yes => 1 + self.settings.retries,
-            Idempotent::No => 1,
-        };
+        let attempts = 1 + self.settings.retries;
         let mut last = PortError::Unavailable(format!("{} not called", self.name));
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -244,14 +237,12 @@ impl RemoteCatalog {
 #[async_trait]
 impl Catalog for RemoteCatalog {
     fn owner(&self) -> String {
-        format!("remote {}", self.0.settings.base)
+        self.0.owner()
     }
 
     async fn product(&self, id: i64, rid: &RequestId) -> Result<Product, PortError> {
         let url = self.0.url(&["api", "products", &id.to_string()], &[]);
-        self.0
-            .call(Method::GET, url, NO_BODY, &[], Idempotent::Yes, rid)
-            .await
+        self.0.call(Method::GET, url, NO_BODY, &[], rid).await
     }
 
     async fn list(
@@ -262,9 +253,7 @@ impl Catalog for RemoteCatalog {
     ) -> Result<Page<Product>, PortError> {
         let query = [("limit", limit.to_string()), ("offset", offset.to_string())];
         let url = self.0.url(&["api", "products"], &query);
-        self.0
-            .call(Method::GET, url, NO_BODY, &[], Idempotent::Yes, rid)
-            .await
+        self.0.call(Method::GET, url, NO_BODY, &[], rid).await
     }
 }
 
@@ -282,7 +271,7 @@ impl RemoteInventory {
 #[async_trait]
 impl Inventory for RemoteInventory {
     fn owner(&self) -> String {
-        format!("remote {}", self.0.settings.base)
+        self.0.owner()
     }
 
     async fn reserve(&self, hold: Hold<'_>, rid: &RequestId) -> Result<Reservation, PortError> {
@@ -299,7 +288,6 @@ impl Inventory for RemoteInventory {
                 url,
                 Some(&body),
                 &[(IDEMPOTENCY_KEY, hold.idempotency_key)],
-                Idempotent::Yes,
                 rid,
             )
             .await
@@ -309,10 +297,7 @@ impl Inventory for RemoteInventory {
         let url = self
             .0
             .url(&["api", "inventory", "orders", order_ref, "release"], &[]);
-        let released: Released = self
-            .0
-            .call(Method::POST, url, NO_BODY, &[], Idempotent::Yes, rid)
-            .await?;
+        let released: Released = self.0.call(Method::POST, url, NO_BODY, &[], rid).await?;
         Ok(released.released)
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::http::StatusCode;
 use legacy_monolith::catalog::{CatalogStore, LocalCatalog};
 use legacy_monolith::inventory::{InventoryStore, LocalInventory};
 use legacy_monolith::orders::Orders;
@@ -13,16 +14,21 @@ use shop_api::{Db, RequestId};
 use strangler::adapter::Adapter;
 
 fn db(dir: &tempfile::TempDir) -> Db {
-    let schema = [
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-        legacy_monolith::catalog::SCHEMA,
-        legacy_monolith::inventory::SCHEMA,
-        legacy_monolith::orders::SCHEMA,
-    ]
-    .concat();
-    let db = Db::open(&dir.path().join("t.db"), &schema).unwrap();
-    legacy_monolith::seed::seed(&db, 5).unwrap();
-    db
+    legacy_monolith::open_db(&dir.path().join("t.db"), 5).unwrap()
+}
+
+/// The status `store.reserve` refuses this reservation with.
+async fn refused(
+    store: &InventoryStore,
+    sku: &str,
+    req: ReserveRequest,
+    key: Option<&str>,
+) -> StatusCode {
+    store
+        .reserve(sku.into(), req, key.map(Into::into))
+        .await
+        .unwrap_err()
+        .status
 }
 
 #[tokio::test]
@@ -75,38 +81,13 @@ async fn inventory_reserve_release_and_idempotency() {
     assert_eq!(r, again, "same key, same reservation, stock held once");
     let mid = store.get("SKU-00001".into()).await.unwrap();
     assert_eq!((mid.available, mid.reserved), (before.available - 3, 3));
+    assert_eq!(refused(&store, "SKU-00001", req(4), Some("k")).await, 422);
     assert_eq!(
-        store
-            .reserve("SKU-00001".into(), req(4), Some("k".into()))
-            .await
-            .unwrap_err()
-            .status,
-        422
-    );
-    assert_eq!(
-        store
-            .reserve("SKU-00001".into(), req(1_000_000), None)
-            .await
-            .unwrap_err()
-            .status,
+        refused(&store, "SKU-00001", req(1_000_000), None).await,
         409
     );
-    assert_eq!(
-        store
-            .reserve("NOPE".into(), req(1), None)
-            .await
-            .unwrap_err()
-            .status,
-        404
-    );
-    assert_eq!(
-        store
-            .reserve("SKU-00001".into(), req(-1), None)
-            .await
-            .unwrap_err()
-            .status,
-        422
-    );
+    assert_eq!(refused(&store, "NOPE", req(1), None).await, 404);
+    assert_eq!(refused(&store, "SKU-00001", req(-1), None).await, 422);
     assert_eq!(store.release(r.reservation_id).await.unwrap().released, 1);
     assert_eq!(
         store.release(r.reservation_id).await.unwrap().released,
@@ -115,28 +96,16 @@ async fn inventory_reserve_release_and_idempotency() {
     );
     assert_eq!(store.get("SKU-00001".into()).await.unwrap(), before);
     // Releasing an order refuses later reservations for it.
-    store
-        .reserve(
-            "SKU-00002".into(),
-            ReserveRequest {
-                qty: 1,
-                order_ref: "o-2".into(),
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    let reserve_for_o2 = || {
+        let req = ReserveRequest {
+            qty: 1,
+            order_ref: "o-2".into(),
+        };
+        store.reserve("SKU-00002".into(), req, None)
+    };
+    reserve_for_o2().await.unwrap();
     assert_eq!(store.release_order("o-2".into()).await.unwrap().released, 1);
-    let late = store
-        .reserve(
-            "SKU-00002".into(),
-            ReserveRequest {
-                qty: 1,
-                order_ref: "o-2".into(),
-            },
-            None,
-        )
-        .await;
+    let late = reserve_for_o2().await;
     assert_eq!(late.unwrap_err().status, 409);
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -19,6 +20,17 @@ async fn serve(app: Router) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
+}
+
+/// Serves `app`, counting the requests it gets.
+async fn serve_counting(app: Router) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = app.layer(axum::middleware::map_request(move |req: Request| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move { req }
+    }));
+    (serve(app).await, hits)
 }
 
 fn settings(base: &str, threshold: u32) -> RemoteSettings {
@@ -48,17 +60,9 @@ fn hold<'a>(order_ref: &'a str, idempotency_key: &'a str) -> Hold<'a> {
 
 #[tokio::test]
 async fn erroring_service_is_retried_a_bounded_number_of_times_then_the_circuit_opens() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let base = serve(Router::new().route(
+    let (base, hits) = serve_counting(Router::new().route(
         "/api/products/{id}",
-        get(move || {
-            let h = h.clone();
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"boom\"}")
-            }
-        }),
+        get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"boom\"}") }),
     ))
     .await;
     let catalog = RemoteCatalog::new(settings(&base, 5)).unwrap();
@@ -87,17 +91,11 @@ async fn erroring_service_is_retried_a_bounded_number_of_times_then_the_circuit_
 
 #[tokio::test]
 async fn slow_service_times_out_and_retries_are_bounded() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let base = serve(Router::new().route(
+    let (base, hits) = serve_counting(Router::new().route(
         "/api/products/{id}",
-        get(move || {
-            let h = h.clone();
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                "late"
-            }
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
         }),
     ))
     .await;
@@ -158,19 +156,13 @@ async fn down_service_fails_fast_once_the_circuit_is_open_and_recovers_when_back
 
 #[tokio::test]
 async fn answers_from_a_live_service_are_not_failures() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let base = serve(Router::new().route(
+    let (base, hits) = serve_counting(Router::new().route(
         "/api/inventory/{sku}/reserve",
-        post(move || {
-            let h = h.clone();
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                (
-                    StatusCode::CONFLICT,
-                    axum::Json(serde_json::json!({"error": "insufficient stock"})),
-                )
-            }
+        post(|| async {
+            (
+                StatusCode::CONFLICT,
+                axum::Json(serde_json::json!({"error": "insufficient stock"})),
+            )
         }),
     ))
     .await;

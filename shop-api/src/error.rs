@@ -64,6 +64,11 @@ impl ApiError {
     pub fn sku_not_found(sku: &str) -> Self {
         Self::not_found(format!("sku {sku} not found"))
     }
+
+    /// The message for "no reservation with this id".
+    pub fn reservation_not_found(id: impl std::fmt::Display) -> Self {
+        Self::not_found(format!("reservation {id} not found"))
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -76,6 +76,24 @@ pub fn db_path(flag: Option<PathBuf>, default: &str) -> PathBuf {
     }
 }
 
+/// A shop program's serving life: listens on `listen`, logs that `name` serves (on the database
+/// at `db`), serves `app` (with the common layers) until SIGINT or SIGTERM, and logs that it
+/// stopped.
+pub async fn listen_and_serve(
+    name: &str,
+    listen: SocketAddr,
+    db: &Path,
+    app: Router,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, db = %db.display(), "{name} serving");
+    crate::http::serve(listener, app, crate::http::shutdown_signal()).await?;
+    tracing::info!("{name} stopped");
+    Ok(())
+}
+
 impl<T: DeserializeOwned + Send + 'static> Service<T> {
     /// Opens (creating and migrating) the service's database.
     pub fn open_db(&self, path: &Path) -> rusqlite::Result<Db> {
@@ -105,14 +123,7 @@ impl<T: DeserializeOwned + Send + 'static> Service<T> {
                     report.copied, self.import.rows, report.resumed_at, report.total
                 );
             }
-            None => {
-                let listener = tokio::net::TcpListener::bind(args.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", args.listen))?;
-                tracing::info!(listen = %listener.local_addr()?, db = %path.display(), "{} serving", self.name);
-                crate::http::serve(listener, self.app(db), crate::http::shutdown_signal()).await?;
-                tracing::info!("{} stopped", self.name);
-            }
+            None => listen_and_serve(self.name, args.listen, &path, self.app(db)).await?,
         }
         Ok(())
     }

@@ -135,11 +135,16 @@ impl ReserveRequest {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ApiError> {
         check_qty(self.qty)?;
-        if self.order_ref.is_empty() || self.order_ref.len() > 100 {
-            return Err(ApiError::invalid("order_ref must be 1 to 100 characters"));
-        }
-        Ok(())
+        check_order_ref(&self.order_ref)
     }
+}
+
+/// An order reference must be 1 to 100 bytes.
+pub fn check_order_ref(order_ref: &str) -> Result<(), ApiError> {
+    if order_ref.is_empty() || order_ref.len() > 100 {
+        return Err(ApiError::invalid("order_ref must be 1 to 100 characters"));
+    }
+    Ok(())
 }
 
 /// A quantity must be positive and bounded.

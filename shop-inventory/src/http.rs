@@ -1,7 +1,7 @@
 //! The inventory's HTTP API, `/api/inventory`, over an [`InventoryStore`].
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use shop_api::error::parse_id;
@@ -48,28 +48,30 @@ async fn reserve(
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<axum::Json<Reservation>, ApiError> {
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 200 => Some(k.to_string()),
-            _ => {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "idempotency-key must be 1 to 200 visible ASCII characters",
-                ))
-            }
-        },
-    };
+    let key = idempotency_key(&headers)?;
     Ok(axum::Json(s.reserve(sku, req, key).await?))
+}
+
+/// The request's [`IDEMPOTENCY_KEY`], if it has one; 400 when it is empty, too long or not
+/// visible ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 200 => Ok(Some(k.to_string())),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency-key must be 1 to 200 visible ASCII characters",
+        )),
+    }
 }
 
 async fn release(
     State(s): State<InventoryStore>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Released>, ApiError> {
-    let id = parse_id(&id, |t| {
-        ApiError::not_found(format!("reservation {t} not found"))
-    })?;
+    let id = parse_id(&id, |t| ApiError::reservation_not_found(t))?;
     Ok(axum::Json(s.release(id).await?))
 }
 

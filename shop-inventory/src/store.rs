@@ -7,8 +7,10 @@
 //! records the order as released, so a reservation for it that arrives late (a retried or
 //! delayed request) is refused instead of holding stock nobody will release.
 
-use rusqlite::{params, OptionalExtension, Transaction};
-use shop_api::wire::{now_rfc3339, Page, Released, Reservation, ReserveRequest, StockLevel};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use shop_api::wire::{
+    check_order_ref, now_rfc3339, Page, Released, Reservation, ReserveRequest, StockLevel,
+};
 use shop_api::{ApiError, Db};
 
 /// The inventory's tables.
@@ -37,6 +39,14 @@ CREATE TABLE IF NOT EXISTS released_orders (
 #[derive(Debug, Clone)]
 pub struct InventoryStore {
     db: Db,
+}
+
+fn stock_level(row: &Row<'_>) -> rusqlite::Result<StockLevel> {
+    Ok(StockLevel {
+        sku: row.get(0)?,
+        available: row.get(1)?,
+        reserved: row.get(2)?,
+    })
 }
 
 fn release_one(tx: &Transaction<'_>, id: i64) -> Result<Option<i64>, ApiError> {
@@ -80,13 +90,7 @@ impl InventoryStore {
                     "SELECT sku, available, reserved FROM stock ORDER BY sku LIMIT ?1 OFFSET ?2",
                 )?;
                 let items = stmt
-                    .query_map(params![limit, offset], |r| {
-                        Ok(StockLevel {
-                            sku: r.get(0)?,
-                            available: r.get(1)?,
-                            reserved: r.get(2)?,
-                        })
-                    })?
+                    .query_map(params![limit, offset], stock_level)?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Page { items, total })
             })
@@ -100,13 +104,7 @@ impl InventoryStore {
                 c.query_row(
                     "SELECT sku, available, reserved FROM stock WHERE sku = ?1",
                     [&sku],
-                    |r| {
-                        Ok(StockLevel {
-                            sku: r.get(0)?,
-                            available: r.get(1)?,
-                            reserved: r.get(2)?,
-                        })
-                    },
+                    stock_level,
                 )
                 .optional()?
                 .ok_or_else(|| ApiError::sku_not_found(&sku))
@@ -195,8 +193,8 @@ impl InventoryStore {
         self.db
             .call(move |c| {
                 let tx = c.transaction()?;
-                let released = release_one(&tx, id)?
-                    .ok_or_else(|| ApiError::not_found(format!("reservation {id} not found")))?;
+                let released =
+                    release_one(&tx, id)?.ok_or_else(|| ApiError::reservation_not_found(id))?;
                 tx.commit()?;
                 Ok(Released { released })
             })
@@ -205,9 +203,7 @@ impl InventoryStore {
 
     /// Releases every reservation of an order and refuses later ones for it.
     pub async fn release_order(&self, order_ref: String) -> Result<Released, ApiError> {
-        if order_ref.is_empty() || order_ref.len() > 100 {
-            return Err(ApiError::invalid("order_ref must be 1 to 100 characters"));
-        }
+        check_order_ref(&order_ref)?;
         self.db
             .call(move |c| {
                 let tx = c.transaction()?;
