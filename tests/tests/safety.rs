@@ -73,25 +73,57 @@ fn catalog(path: &str) -> Value {
     json!({"path": path, "items": [{"id": 1, "price_cents": 250}, {"id": 2, "price_cents": 990}]})
 }
 
+/// A legacy fallback that answers `{"backend": "legacy", "path": PATH}` and keeps what it got.
+async fn scripted_legacy() -> Scripted {
+    Scripted::json(|r, _| json!({"backend": "legacy", "path": r.path})).await
+}
+
+/// A config with `legacy` as the fallback and one route `items` on `/items` to `new` in `mode`,
+/// then `extra` lines (as for [`route`]).
+fn items_config(legacy: &str, new: &str, mode: &str, extra: &str) -> String {
+    config(legacy, new, &[route("items", "/items", "new", mode, extra)])
+}
+
+/// `strangler_failovers_total` of `route` for `reason`.
+async fn failovers(proxy: &Proxy, route: &str, reason: &str) -> f64 {
+    metric(
+        proxy,
+        "strangler_failovers_total",
+        &[("route", route), ("reason", reason)],
+    )
+    .await
+}
+
+/// GETs `/items/0` to `/items/{n - 1}` and checks that legacy answered each with a 200.
+async fn assert_legacy_serves(proxy: &Proxy, n: usize) {
+    for i in 0..n {
+        let a = get(proxy, &format!("/items/{i}")).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.body["backend"], "legacy", "{a:?}");
+    }
+}
+
+/// POSTs the JSON `body` to `path` with an `Idempotency-Key` of `key`.
+async fn post_with_key(proxy: &Proxy, path: &str, key: &str, body: &str) -> Answer {
+    send(
+        http_client()
+            .post(proxy.url(path))
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failover
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_serves_safe_requests_from_legacy_when_the_upstream_refuses() {
-    let legacy = Scripted::json(|r, _| json!({"backend": "legacy", "path": r.path})).await;
+    let legacy = scripted_legacy().await;
     let down = refusing_url();
-    let yaml = config(
-        &legacy.url,
-        &down,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    failover: true\n",
-        )],
-    );
+    let yaml = items_config(&legacy.url, &down, "extracted", "    failover: true\n");
     let proxy = Proxy::builder(&yaml).json_logs().start().await;
 
     for i in 0..5 {
@@ -159,37 +191,20 @@ async fn failover_serves_safe_requests_from_legacy_when_the_upstream_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_on_timeout_serves_gets_and_never_replays_posts() {
-    let legacy = Scripted::json(|r, _| json!({"backend": "legacy", "path": r.path})).await;
+    let legacy = scripted_legacy().await;
     // Answers only after a minute: every request to it times out.
     let hanging = Backend::slow("hanging", Duration::from_secs(60)).await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &format!("{{url: {}, timeout: 300ms}}", hanging.url),
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    failover: true\n",
-        )],
+        "extracted",
+        "    failover: true\n",
     );
     let proxy = Proxy::start(&yaml).await;
 
-    for i in 0..3 {
-        let a = get(&proxy, &format!("/items/{i}")).await;
-        assert_eq!(a.status, 200, "{a:?}");
-        assert_eq!(a.body["backend"], "legacy", "{a:?}");
-    }
+    assert_legacy_serves(&proxy, 3).await;
     assert_eq!(hanging.hits(), 3, "each GET tried the upstream once");
-    assert_eq!(
-        metric(
-            &proxy,
-            "strangler_failovers_total",
-            &[("route", "items"), ("reason", "timeout")]
-        )
-        .await,
-        3.0
-    );
+    assert_eq!(failovers(&proxy, "items", "timeout").await, 3.0);
 
     // A POST without a key: 504, and not replayed on legacy.
     let a = send(http_client().post(proxy.url("/items")).body("plain post")).await;
@@ -203,14 +218,7 @@ async fn failover_on_timeout_serves_gets_and_never_replays_posts() {
 
     // With an Idempotency-Key the POST may be replayed: legacy gets the same body.
     let body = r#"{"order": 7, "qty": 2}"#;
-    let a = send(
-        http_client()
-            .post(proxy.url("/items/orders"))
-            .header("idempotency-key", "k-timeout-1")
-            .header("content-type", "application/json")
-            .body(body),
-    )
-    .await;
+    let a = post_with_key(&proxy, "/items/orders", "k-timeout-1", body).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.body["backend"], "legacy", "{a:?}");
     let posts: Vec<_> = legacy
@@ -221,20 +229,12 @@ async fn failover_on_timeout_serves_gets_and_never_replays_posts() {
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert_eq!(posts[0].body, body.as_bytes(), "the same body failed over");
     assert_eq!(posts[0].header("idempotency-key"), Some("k-timeout-1"));
-    assert_eq!(
-        metric(
-            &proxy,
-            "strangler_failovers_total",
-            &[("route", "items"), ("reason", "timeout")]
-        )
-        .await,
-        4.0
-    );
+    assert_eq!(failovers(&proxy, "items", "timeout").await, 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_post_fails_over_with_the_same_body() {
-    let legacy = Scripted::json(|r, _| json!({"backend": "legacy", "path": r.path})).await;
+    let legacy = scripted_legacy().await;
     let yaml = config(
         &legacy.url,
         &refusing_url(),
@@ -249,14 +249,7 @@ async fn idempotent_post_fails_over_with_the_same_body() {
     let proxy = Proxy::start(&yaml).await;
 
     let body = r#"{"customer_id": 1, "items": [{"product_id": 7, "qty": 2}]}"#;
-    let a = send(
-        http_client()
-            .post(proxy.url("/orders"))
-            .header("idempotency-key", "order-42")
-            .header("content-type", "application/json")
-            .body(body),
-    )
-    .await;
+    let a = post_with_key(&proxy, "/orders", "order-42", body).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.body["backend"], "legacy", "{a:?}");
     let got = legacy.received();
@@ -266,15 +259,7 @@ async fn idempotent_post_fails_over_with_the_same_body() {
     assert_eq!(got[0].body, body.as_bytes());
     assert_eq!(got[0].header("idempotency-key"), Some("order-42"));
     assert_eq!(got[0].header("content-type"), Some("application/json"));
-    assert_eq!(
-        metric(
-            &proxy,
-            "strangler_failovers_total",
-            &[("route", "orders"), ("reason", "connect")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(failovers(&proxy, "orders", "connect").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,16 +267,11 @@ async fn failover_happens_at_most_once() {
     // The upstream refuses and legacy answers 503: the client gets legacy's 503, legacy got
     // exactly one request (no second failover, and retries stay on the upstream).
     let legacy = Backend::status("legacy", 503).await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &refusing_url(),
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    failover: {on: [connect, timeout, 5xx]}\n    retries: {attempts: 2, budget: 100, on: [connect, 5xx], backoff: 1ms}\n",
-        )],
+        "extracted",
+        "    failover: {on: [connect, timeout, 5xx]}\n    retries: {attempts: 2, budget: 100, on: [connect, 5xx], backoff: 1ms}\n",
     );
     let proxy = Proxy::start(&yaml).await;
     let a = get(&proxy, "/items/1").await;
@@ -305,16 +285,11 @@ async fn failover_happens_at_most_once() {
     drop(proxy);
 
     // Both down: the client gets the error.
-    let yaml = config(
+    let yaml = items_config(
         &refusing_url(),
         &refusing_url(),
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    failover: true\n",
-        )],
+        "extracted",
+        "    failover: true\n",
     );
     let proxy = Proxy::start(&yaml).await;
     let a = get(&proxy, "/items/1").await;
@@ -328,36 +303,19 @@ async fn failover_happens_at_most_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_on_5xx_serves_gets_from_legacy() {
-    let legacy = Scripted::json(|r, _| json!({"backend": "legacy", "path": r.path})).await;
+    let legacy = scripted_legacy().await;
     let broken = Backend::status("new", 503).await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &broken.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    failover: {on: [connect, timeout, 5xx]}\n",
-        )],
+        "extracted",
+        "    failover: {on: [connect, timeout, 5xx]}\n",
     );
     let proxy = Proxy::start(&yaml).await;
-    for i in 0..10 {
-        let a = get(&proxy, &format!("/items/{i}")).await;
-        assert_eq!(a.status, 200, "{a:?}");
-        assert_eq!(a.body["backend"], "legacy", "{a:?}");
-    }
+    assert_legacy_serves(&proxy, 10).await;
     assert_eq!(broken.hits(), 10, "each GET tried the upstream once");
     assert_eq!(legacy.hits(), 10);
-    assert_eq!(
-        metric(
-            &proxy,
-            "strangler_failovers_total",
-            &[("route", "items"), ("reason", "5xx")]
-        )
-        .await,
-        10.0
-    );
+    assert_eq!(failovers(&proxy, "items", "5xx").await, 10.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,16 +326,11 @@ async fn failover_on_5xx_serves_gets_from_legacy() {
 async fn retry_budget_caps_the_load_on_a_failing_upstream() {
     let legacy = Backend::echo("legacy").await;
     let down = Backend::status("new", 503).await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &down.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    retries: {attempts: 3, budget: 20, on: [5xx], backoff: 1ms}\n",
-        )],
+        "extracted",
+        "    retries: {attempts: 3, budget: 20, on: [5xx], backoff: 1ms}\n",
     );
     let proxy = Proxy::start(&yaml).await;
     const N: usize = 200;
@@ -416,16 +369,11 @@ async fn retries_hide_a_flaky_upstream() {
         }
     })
     .await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &flaky.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    retries: {attempts: 2, budget: 100, on: [5xx], backoff: 1ms}\n",
-        )],
+        "extracted",
+        "    retries: {attempts: 2, budget: 100, on: [5xx], backoff: 1ms}\n",
     );
     let proxy = Proxy::start(&yaml).await;
     for i in 0..30 {
@@ -456,13 +404,14 @@ async fn circuit_breaker_opens_fails_fast_and_closes_after_a_probe() {
     })
     .await;
     let open_for = Duration::from_secs(1);
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &format!(
             "{{url: {}, circuit_breaker: {{consecutive_failures: 3, open_for: 1s}}}}",
             new.url
         ),
-        &[route("items", "/items", "new", "extracted", "")],
+        "extracted",
+        "",
     );
     let proxy = Proxy::start(&yaml).await;
 
@@ -542,27 +491,18 @@ async fn circuit_breaker_opens_fails_fast_and_closes_after_a_probe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_circuit_fails_over_to_legacy() {
-    let legacy = Scripted::json(|r, _| json!({"backend": "legacy", "path": r.path})).await;
-    let yaml = config(
+    let legacy = scripted_legacy().await;
+    let yaml = items_config(
         &legacy.url,
         &format!(
             "{{url: {}, circuit_breaker: {{consecutive_failures: 3, open_for: 30s}}}}",
             refusing_url()
         ),
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    failover: true\n",
-        )],
+        "extracted",
+        "    failover: true\n",
     );
     let proxy = Proxy::start(&yaml).await;
-    for i in 0..10 {
-        let a = get(&proxy, &format!("/items/{i}")).await;
-        assert_eq!(a.status, 200, "{a:?}");
-        assert_eq!(a.body["backend"], "legacy", "{a:?}");
-    }
+    assert_legacy_serves(&proxy, 10).await;
     assert_eq!(legacy.hits(), 10);
     let m = proxy.metrics().await;
     let f = |reason| {
@@ -591,19 +531,14 @@ async fn outlier_ejection_takes_a_failing_instance_out_of_rotation() {
     let legacy = Backend::echo("legacy").await;
     let good = Backend::programmed(|c| (200, json!({"instance": "good", "path": c.path}))).await;
     let bad = Backend::status("bad", 503).await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &format!(
             "{{urls: [{}, {}], outlier: {{consecutive_failures: 2, eject_for: 30s}}}}",
             good.url, bad.url
         ),
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            "    retries: {attempts: 2, budget: 100, on: [5xx], backoff: 1ms}\n",
-        )],
+        "extracted",
+        "    retries: {attempts: 2, budget: 100, on: [5xx], backoff: 1ms}\n",
     );
     let proxy = Proxy::start(&yaml).await;
 
@@ -786,21 +721,52 @@ fn pairs(steps: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A config whose route `items` starts in shadow, sticky on `x-user-id`, with `extra` lines and
+/// the [`PLAN`].
+fn walk_config(legacy: &str, new: &str, extra: &str) -> String {
+    items_config(
+        legacy,
+        new,
+        "shadow",
+        &format!("    sticky: header:x-user-id\n{extra}{PLAN}"),
+    )
+}
+
+/// Stops `load` and checks that none of its client requests failed.
+async fn assert_load_served(load: Load) {
+    let (sent, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} client requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+/// Checks that the plan's last promotion took the route from canary 100% to extracted.
+fn assert_last_promotion_to_extracted(p: &Value) {
+    assert_eq!(
+        decisions(p, "promote").last(),
+        Some(&("canary 100%".to_string(), "extracted".to_string())),
+        "{p:#}"
+    );
+}
+
+/// `strangler_promotion_rollbacks_total` of route `items`.
+async fn promotion_rollbacks(proxy: &Proxy) -> f64 {
+    metric(
+        proxy,
+        "strangler_promotion_rollbacks_total",
+        &[("route", "items")],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promotion_walks_every_step_to_extracted() {
     let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
     let candidate = Scripted::json(|r, _| catalog(&r.path)).await;
-    let yaml = config(
-        &legacy.url,
-        &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "shadow",
-            &format!("    sticky: header:x-user-id\n{PLAN}"),
-        )],
-    );
+    let yaml = walk_config(&legacy.url, &candidate.url, "");
     let proxy = Proxy::start(&yaml).await;
     let file_before = proxy.config_bytes();
     let p = promotion(&proxy, "items").await;
@@ -809,13 +775,7 @@ async fn promotion_walks_every_step_to_extracted() {
 
     let load = Load::start(&proxy, 4, 30_000);
     let p = wait_phase(&proxy, "items", "extracted", WALK).await;
-    let (sent, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} client requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_load_served(load).await;
 
     assert_eq!(
         decisions(&p, "promote"),
@@ -871,42 +831,49 @@ async fn promotion_walks_every_step_to_extracted() {
     );
 }
 
-/// A promotion walk in shadow whose candidate starts answering differently at its first
-/// canary step (`armed`, `wrong` drive it), behind the proxy.
-struct MismatchWalk {
-    legacy: Scripted,
+/// A promotion walk in shadow whose candidate starts answering differently (or erroring) at its
+/// first canary step (`armed`, `wrong` drive it), behind the proxy.
+struct TurningWalk {
+    /// The fallback, kept alive for the walk.
+    _legacy: Scripted,
     armed: Switch,
     wrong: Switch,
-    candidate: Backend,
+    /// The candidate, kept alive for the walk.
+    _candidate: Backend,
     yaml: String,
     proxy: Proxy,
 }
 
-async fn mismatch_walk() -> MismatchWalk {
+impl TurningWalk {
+    /// Fixes the candidate: from now on it answers like legacy at every step.
+    fn fix_candidate(&self) {
+        self.armed.set(false);
+        self.wrong.set(false);
+    }
+}
+
+/// Starts a [`TurningWalk`] whose candidate turns to 503s (`erroring`) or a changed field, with
+/// `extra` route lines before the plan.
+async fn turning_walk(erroring: bool, extra: &str) -> TurningWalk {
     let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
     let (armed, wrong) = (Switch::new(), Switch::new());
     armed.set(true);
-    let candidate = turning_candidate(&armed, &wrong, false).await;
-    let yaml = config(
-        &legacy.url,
-        &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "shadow",
-            &format!("    sticky: header:x-user-id\n{PLAN}"),
-        )],
-    );
+    let candidate = turning_candidate(&armed, &wrong, erroring).await;
+    let yaml = walk_config(&legacy.url, &candidate.url, extra);
     let proxy = Proxy::start(&yaml).await;
-    MismatchWalk {
-        legacy,
+    TurningWalk {
+        _legacy: legacy,
         armed,
         wrong,
-        candidate,
+        _candidate: candidate,
         yaml,
         proxy,
     }
+}
+
+/// Starts a [`TurningWalk`] whose candidate changes a field at its first canary step.
+async fn mismatch_walk() -> TurningWalk {
+    turning_walk(false, "").await
 }
 
 /// A candidate that answers like legacy until it serves a client request itself (it is at a
@@ -929,6 +896,15 @@ async fn turning_candidate(armed: &Switch, wrong: &Switch, erroring: bool) -> Ba
         }
     })
     .await
+}
+
+/// Reloads the unchanged file and checks that the route stays rolled back (see
+/// [`assert_rolled_back`]).
+async fn assert_reload_keeps_rollback(proxy: &Proxy, reasons: &[&str]) {
+    let (status, body) = proxy.post_reload().await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_rolled_back(proxy, reasons).await;
 }
 
 /// Checks a rolled-back route's state: reason, evidence, mode, metric; returns the entry.
@@ -955,56 +931,29 @@ async fn assert_rolled_back(proxy: &Proxy, reasons: &[&str]) -> Value {
     );
     assert_eq!(rb["to"], "shadow", "{p:#}");
     assert_eq!(decisions(&p, "rollback").len(), 1, "{p:#}");
-    assert_eq!(
-        metric(
-            proxy,
-            "strangler_promotion_rollbacks_total",
-            &[("route", "items")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(promotion_rollbacks(proxy).await, 1.0);
     p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promotion_rolls_back_when_the_candidate_errors() {
-    let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
-    let (armed, wrong) = (Switch::new(), Switch::new());
-    armed.set(true);
-    let candidate = turning_candidate(&armed, &wrong, true).await;
-    let yaml = config(
-        &legacy.url,
-        &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "shadow",
-            &format!(
-                "    sticky: header:x-user-id\n    failover: {{on: [connect, timeout, 5xx]}}\n{PLAN}"
-            ),
-        )],
-    );
-    let proxy = Proxy::start(&yaml).await;
+    let walk = turning_walk(true, "    failover: {on: [connect, timeout, 5xx]}\n").await;
+    let proxy = &walk.proxy;
     let file_before = proxy.config_bytes();
 
-    let load = Load::start(&proxy, 4, 30_000);
-    wait_phase(&proxy, "items", "rolled_back", WALK).await;
-    assert!(wrong.is_on(), "the candidate broke at a canary step");
-    assert_rolled_back(&proxy, &["error rate", "mismatch"]).await;
+    let load = Load::start(proxy, 4, 30_000);
+    wait_phase(proxy, "items", "rolled_back", WALK).await;
+    assert!(walk.wrong.is_on(), "the candidate broke at a canary step");
+    assert_rolled_back(proxy, &["error rate", "mismatch"]).await;
 
     // It stays rolled back under more load.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let p = assert_rolled_back(&proxy, &["error rate", "mismatch"]).await;
+    let p = assert_rolled_back(proxy, &["error rate", "mismatch"]).await;
     // Served by legacy again: the candidate only gets shadow copies.
     assert_eq!(p["percent"], 0.0, "{p:#}");
 
     // A reload of the unchanged file keeps the state.
-    let (status, body) = proxy.post_reload().await;
-    assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_rolled_back(&proxy, &["error rate", "mismatch"]).await;
+    assert_reload_keeps_rollback(proxy, &["error rate", "mismatch"]).await;
 
     let (sent, failures) = load.finish().await;
     assert!(
@@ -1015,44 +964,28 @@ async fn promotion_rolls_back_when_the_candidate_errors() {
     );
     assert_eq!(proxy.config_bytes(), file_before, "routes.yaml unchanged");
     assert!(
-        metric(
-            &proxy,
-            "strangler_failovers_total",
-            &[("route", "items"), ("reason", "5xx")]
-        )
-        .await
-            >= 1.0,
+        failovers(proxy, "items", "5xx").await >= 1.0,
         "the candidate's 503s failed over"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promotion_rolls_back_on_mismatch_and_restarts_when_edited() {
-    let MismatchWalk {
-        legacy: _legacy,
-        armed,
-        wrong,
-        candidate: _candidate,
-        proxy,
-        ..
-    } = mismatch_walk().await;
+    let walk = mismatch_walk().await;
+    let proxy = &walk.proxy;
 
-    let load = Load::start(&proxy, 4, 30_000);
-    wait_phase(&proxy, "items", "rolled_back", WALK).await;
-    assert!(wrong.is_on(), "the candidate changed at a canary step");
-    assert_rolled_back(&proxy, &["mismatch"]).await;
+    let load = Load::start(proxy, 4, 30_000);
+    wait_phase(proxy, "items", "rolled_back", WALK).await;
+    assert!(walk.wrong.is_on(), "the candidate changed at a canary step");
+    assert_rolled_back(proxy, &["mismatch"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_rolled_back(&proxy, &["mismatch"]).await;
+    assert_rolled_back(proxy, &["mismatch"]).await;
 
-    let (status, body) = proxy.post_reload().await;
-    assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_rolled_back(&proxy, &["mismatch"]).await;
+    assert_reload_keeps_rollback(proxy, &["mismatch"]).await;
 
     // The team fixes the candidate and edits the route: the plan starts afresh from the
     // file's new mode and walks again.
-    armed.set(false);
-    wrong.set(false);
+    walk.fix_candidate();
     let path = proxy.config_path().to_string_lossy().into_owned();
     let out = CliOutput::run(
         &[
@@ -1069,70 +1002,45 @@ async fn promotion_rolls_back_on_mismatch_and_restarts_when_edited() {
     );
     assert_eq!(out.code, Some(0), "set-mode: {out:?}");
     eventually(WAIT, "the edited route restarts its plan", async || {
-        let p = promotion(&proxy, "items").await;
+        let p = promotion(proxy, "items").await;
         p["phase"] != "rolled_back" && p["rolled_back"].is_null() && p["file_mode"] == "canary"
     })
     .await;
-    let p = wait_phase(&proxy, "items", "extracted", WALK).await;
-    let (sent, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} client requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    let p = wait_phase(proxy, "items", "extracted", WALK).await;
+    assert_load_served(load).await;
     assert!(
         decisions(&p, "rollback").is_empty(),
         "a fresh history: {p:#}"
     );
-    assert_eq!(
-        decisions(&p, "promote").last(),
-        Some(&("canary 100%".to_string(), "extracted".to_string())),
-        "{p:#}"
-    );
-    assert_eq!(
-        metric(
-            &proxy,
-            "strangler_promotion_rollbacks_total",
-            &[("route", "items")]
-        )
-        .await,
-        1.0,
-        "no second rollback"
-    );
+    assert_last_promotion_to_extracted(&p);
+    assert_eq!(promotion_rollbacks(proxy).await, 1.0, "no second rollback");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_survives_an_edit_elsewhere_in_the_file() {
     // A reload that leaves the route's definition unchanged keeps its plan state, even when
     // other lines of the file change (a comment, another route above it).
-    let MismatchWalk {
-        legacy: _legacy,
-        armed: _armed,
-        wrong: _wrong,
-        candidate: _candidate,
-        yaml,
-        proxy,
-    } = mismatch_walk().await;
-    let load = Load::start(&proxy, 4, 30_000);
-    wait_phase(&proxy, "items", "rolled_back", WALK).await;
+    let walk = mismatch_walk().await;
+    let proxy = &walk.proxy;
+    let load = Load::start(proxy, 4, 30_000);
+    wait_phase(proxy, "items", "rolled_back", WALK).await;
     let (_, failures) = load.finish().await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_rolled_back(&proxy, &["mismatch"]).await;
+    assert_rolled_back(proxy, &["mismatch"]).await;
 
     // A comment at the top: same routes, other line numbers.
-    let edited = format!("# reviewed by the on-call\n{yaml}");
+    let edited = format!("# reviewed by the on-call\n{}", walk.yaml);
     proxy.rewrite_config(&edited);
     eventually(WAIT, "the edited file is loaded", async || {
         proxy.has_version_of(edited.as_bytes()).await
     })
     .await;
-    let p = promotion(&proxy, "items").await;
+    let p = promotion(proxy, "items").await;
     assert_eq!(
         p["phase"], "rolled_back",
         "a comment elsewhere must not restart the route's plan:\n{p:#}"
     );
-    assert_rolled_back(&proxy, &["mismatch"]).await;
+    assert_rolled_back(proxy, &["mismatch"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1141,16 +1049,11 @@ async fn erroring_extracted_route_rolls_back_even_behind_failover() {
     // candidate's errors: the plan must still see them and roll back on the error rate.
     let legacy = Scripted::json(|r, _| catalog(&r.path)).await;
     let candidate = Backend::status("new", 503).await;
-    let yaml = config(
+    let yaml = items_config(
         &legacy.url,
         &candidate.url,
-        &[route(
-            "items",
-            "/items",
-            "new",
-            "extracted",
-            &format!("    failover: {{on: [connect, timeout, 5xx]}}\n{PLAN}"),
-        )],
+        "extracted",
+        &format!("    failover: {{on: [connect, timeout, 5xx]}}\n{PLAN}"),
     );
     let proxy = Proxy::start(&yaml).await;
     let p = promotion(&proxy, "items").await;
@@ -1167,12 +1070,7 @@ async fn erroring_extracted_route_rolls_back_even_behind_failover() {
         failures.is_empty(),
         "failover hides the errors from clients: {failures:?}"
     );
-    let failovers = metric(
-        &proxy,
-        "strangler_failovers_total",
-        &[("route", "items"), ("reason", "5xx")],
-    )
-    .await;
+    let failovers = failovers(&proxy, "items", "5xx").await;
     let p = promotion(&proxy, "items").await;
     assert!(
         waited.is_ok(),
@@ -1187,41 +1085,30 @@ async fn restarted_plan_judges_only_new_evidence() {
     // After a rollback on mismatch the candidate is fixed and the plan restarted by a person
     // (`POST /promotions/NAME/restart`): the old mismatches belong to the old run, so the
     // fresh plan walks to extracted on the candidate's new, matching answers.
-    let MismatchWalk {
-        legacy: _legacy,
-        armed,
-        wrong,
-        candidate: _candidate,
-        proxy,
-        ..
-    } = mismatch_walk().await;
-    let load = Load::start(&proxy, 4, 30_000);
-    wait_phase(&proxy, "items", "rolled_back", WALK).await;
-    assert_rolled_back(&proxy, &["mismatch"]).await;
+    let walk = mismatch_walk().await;
+    let proxy = &walk.proxy;
+    let load = Load::start(proxy, 4, 30_000);
+    wait_phase(proxy, "items", "rolled_back", WALK).await;
+    assert_rolled_back(proxy, &["mismatch"]).await;
 
-    armed.set(false);
-    wrong.set(false);
+    walk.fix_candidate();
     let resp = http_client()
         .post(proxy.admin_url("/promotions/items/restart"))
         .send()
         .await
         .expect("POST /promotions/items/restart");
     assert_eq!(resp.status(), 200, "restart");
-    let p = promotion(&proxy, "items").await;
+    let p = promotion(proxy, "items").await;
     assert_eq!(
         p["phase"], "shadow",
         "restarted from the file's mode: {p:#}"
     );
-    let p = wait_phase(&proxy, "items", "extracted", Duration::from_secs(15)).await;
+    let p = wait_phase(proxy, "items", "extracted", Duration::from_secs(15)).await;
     let (sent, failures) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} of {sent}: {failures:?}",
         failures.len()
     );
-    assert_eq!(
-        decisions(&p, "promote").last(),
-        Some(&("canary 100%".to_string(), "extracted".to_string())),
-        "{p:#}"
-    );
+    assert_last_promotion_to_extracted(&p);
 }

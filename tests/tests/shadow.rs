@@ -68,6 +68,59 @@ fn catalog(path: &str) -> Value {
     })
 }
 
+/// A backend that answers [`catalog`] for every path and keeps what it got.
+async fn catalog_backend() -> Scripted {
+    Scripted::json(|r: &Received, _| catalog(&r.path)).await
+}
+
+/// A backend that answers [`catalog`] with a `served_at` of `offset` plus the call's number, so
+/// it changes on every call.
+async fn stamped_catalog(offset: usize) -> Scripted {
+    Scripted::json(move |r: &Received, n| {
+        let mut v = catalog(&r.path);
+        v["served_at"] = json!(offset + n);
+        v
+    })
+    .await
+}
+
+/// A candidate that answers [`catalog`], but with the pear renamed `PEAR` on `/items/2` only.
+async fn pear_renamed_on_items_2() -> Scripted {
+    Scripted::json(|r: &Received, _| {
+        let mut v = catalog(&r.path);
+        if r.path == "/items/2" {
+            v["items"][1]["name"] = json!("PEAR");
+        }
+        v
+    })
+    .await
+}
+
+/// A backend that answers `{"side": "legacy", "path": PATH}` and keeps what it got.
+async fn legacy_side() -> Scripted {
+    Scripted::json(|r: &Received, _| json!({"side": "legacy", "path": r.path})).await
+}
+
+/// The `items` config with a copy cap (`shadow: max_in_flight`) of `max_in_flight`.
+fn capped_config(legacy: &Scripted, candidate: &Scripted, max_in_flight: usize) -> String {
+    items_config(
+        legacy,
+        candidate,
+        "",
+        &format!("shadow:\n  max_in_flight: {max_in_flight}\n"),
+    )
+}
+
+/// A [`catalog`] fallback, a [`catalog`] candidate that answers after a second, and a proxy on
+/// [`capped_config`] with `max_in_flight`.
+async fn capped_proxy(max_in_flight: usize) -> (Scripted, Scripted, Proxy) {
+    let legacy = catalog_backend().await;
+    let candidate =
+        Scripted::json_after(Duration::from_secs(1), |r: &Received, _| catalog(&r.path)).await;
+    let proxy = Proxy::start(&capped_config(&legacy, &candidate, max_in_flight)).await;
+    (legacy, candidate, proxy)
+}
+
 /// `GET /shadow` as JSON.
 async fn shadow_doc(proxy: &Proxy) -> Value {
     let resp = http_client()
@@ -185,10 +238,39 @@ fn cli(args: &[&str], cwd: &Path) -> CliOutput {
     CliOutput::run(args, cwd, CLI)
 }
 
+/// Runs `strangler compare` on the `requests` file against `legacy` and `candidate`, then
+/// `extra` arguments, in `cwd`.
+fn compare(cwd: &Path, requests: &str, legacy: &str, candidate: &str, extra: &[&str]) -> CliOutput {
+    let mut args = vec![
+        "compare",
+        "--requests",
+        requests,
+        "--legacy",
+        legacy,
+        "--candidate",
+        candidate,
+    ];
+    args.extend_from_slice(extra);
+    cli(&args, cwd)
+}
+
+/// The stdout of a `--json` command, parsed.
+fn stdout_json(out: &CliOutput) -> Value {
+    serde_json::from_str(&out.stdout).expect("--json prints JSON")
+}
+
+/// The one route entry of a `strangler compare --json` document.
+fn only_report(doc: &Value) -> &Value {
+    doc["routes"]
+        .as_object()
+        .and_then(|r| r.values().next())
+        .expect("one report entry")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_backends_match_fully_and_copies_are_marked() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
+    let legacy = catalog_backend().await;
+    let candidate = catalog_backend().await;
     let proxy = Proxy::start(&items_config(&legacy, &candidate, "", "")).await;
 
     let paths = ["/items/1", "/items/2", "/items/3?color=red"];
@@ -241,7 +323,7 @@ async fn identical_backends_match_fully_and_copies_are_marked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_field_is_reported_by_its_generalized_path() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
+    let legacy = catalog_backend().await;
     let candidate = Scripted::json(|r: &Received, _| {
         let mut v = catalog(&r.path);
         v["items"][1]["name"] = json!("PEAR");
@@ -386,12 +468,7 @@ async fn ignore_rules_remove_what_they_name_and_nothing_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_is_learned_from_two_fallback_answers_and_not_counted() {
     // `served_at` changes on every call to the fallback.
-    let legacy = Scripted::json(|r: &Received, n| {
-        let mut v = catalog(&r.path);
-        v["served_at"] = json!(n);
-        v
-    })
-    .await;
+    let legacy = stamped_catalog(0).await;
     let with_real_diff = Scripted::json(|r: &Received, n| {
         let mut v = catalog(&r.path);
         v["served_at"] = json!(100_000 + n);
@@ -399,12 +476,7 @@ async fn noise_is_learned_from_two_fallback_answers_and_not_counted() {
         v
     })
     .await;
-    let noise_only = Scripted::json(|r: &Received, n| {
-        let mut v = catalog(&r.path);
-        v["served_at"] = json!(200_000 + n);
-        v
-    })
-    .await;
+    let noise_only = stamped_catalog(200_000).await;
     let proxy = Proxy::start(&config(
         &[
             ("legacy", &legacy.url),
@@ -479,9 +551,8 @@ async fn noise_is_learned_from_two_fallback_answers_and_not_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_is_copied_only_when_the_route_allows_it() {
-    let legacy = Scripted::json(|r: &Received, _| json!({"side": "legacy", "path": r.path})).await;
-    let candidate =
-        Scripted::json(|r: &Received, _| json!({"side": "legacy", "path": r.path})).await;
+    let legacy = legacy_side().await;
+    let candidate = legacy_side().await;
     let proxy = Proxy::start(&config(
         &[("legacy", &legacy.url), ("candidate", &candidate.url)],
         &[
@@ -540,8 +611,8 @@ async fn post_is_copied_only_when_the_route_allows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_and_options_are_copied_by_default() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
+    let legacy = catalog_backend().await;
+    let candidate = catalog_backend().await;
     let proxy = Proxy::start(&items_config(&legacy, &candidate, "", "")).await;
     for method in ["HEAD", "OPTIONS"] {
         let (status, _, _) = send(&proxy, method, "/items/1", &[], "").await;
@@ -563,7 +634,7 @@ async fn head_and_options_are_copied_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_never_waits_for_a_slow_or_down_candidate() {
-    let legacy = Scripted::json(|r: &Received, _| json!({"side": "legacy", "path": r.path})).await;
+    let legacy = legacy_side().await;
     let slow = Scripted::json_after(
         Duration::from_secs(2),
         |r: &Received, _| json!({"side": "legacy", "path": r.path}),
@@ -620,16 +691,7 @@ async fn the_client_never_waits_for_a_slow_or_down_candidate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn copies_over_the_cap_are_dropped_and_counted() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate =
-        Scripted::json_after(Duration::from_secs(1), |r: &Received, _| catalog(&r.path)).await;
-    let proxy = Proxy::start(&items_config(
-        &legacy,
-        &candidate,
-        "",
-        "shadow:\n  max_in_flight: 2\n",
-    ))
-    .await;
+    let (_legacy, candidate, proxy) = capped_proxy(2).await;
 
     let client = http_client();
     let requests = (0..20).map(|i| {
@@ -668,8 +730,8 @@ async fn copies_over_the_cap_are_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripped_headers_reach_the_fallback_but_not_the_copy() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
+    let legacy = catalog_backend().await;
+    let candidate = catalog_backend().await;
     let proxy = Proxy::start(&items_config(
         &legacy,
         &candidate,
@@ -706,8 +768,8 @@ async fn stripped_headers_reach_the_fallback_but_not_the_copy() {
 async fn recorded_requests_replay_with_strangler_compare() {
     let files = tempfile::tempdir().expect("temp dir");
     let record = files.path().join("items.jsonl");
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
+    let legacy = catalog_backend().await;
+    let candidate = catalog_backend().await;
     let proxy = Proxy::start(&items_config(
         &legacy,
         &candidate,
@@ -738,71 +800,26 @@ async fn recorded_requests_replay_with_strangler_compare() {
     drop(proxy);
 
     let rec = record.to_str().expect("utf-8 path");
-    let ok = cli(
-        &[
-            "compare",
-            "--requests",
-            rec,
-            "--legacy",
-            &legacy.url,
-            "--candidate",
-            &candidate.url,
-        ],
-        files.path(),
-    );
+    let ok = compare(files.path(), rec, &legacy.url, &candidate.url, &[]);
     assert_eq!(ok.code, Some(0), "identical backends pass: {ok:?}");
 
-    let ok_json = cli(
-        &[
-            "compare",
-            "--requests",
-            rec,
-            "--legacy",
-            &legacy.url,
-            "--candidate",
-            &candidate.url,
-            "--json",
-        ],
-        files.path(),
-    );
+    let ok_json = compare(files.path(), rec, &legacy.url, &candidate.url, &["--json"]);
     assert_eq!(ok_json.code, Some(0), "{ok_json:?}");
-    let doc: Value = serde_json::from_str(&ok_json.stdout).expect("--json prints JSON");
+    let doc = stdout_json(&ok_json);
     assert_eq!(doc["passed"], true, "{doc:#}");
 
     // Differs on one of the four requests: 75%.
-    let differing = Scripted::json(|r: &Received, _| {
-        let mut v = catalog(&r.path);
-        if r.path == "/items/2" {
-            v["items"][1]["name"] = json!("PEAR");
-        }
-        v
-    })
-    .await;
-    let against = |extra: &[&str]| {
-        let mut args = vec![
-            "compare",
-            "--requests",
-            rec,
-            "--legacy",
-            &legacy.url,
-            "--candidate",
-            &differing.url,
-        ];
-        args.extend_from_slice(extra);
-        cli(&args, files.path())
-    };
+    let differing = pear_renamed_on_items_2().await;
+    let against = |extra: &[&str]| compare(files.path(), rec, &legacy.url, &differing.url, extra);
     let fail = against(&["--json"]);
     assert_eq!(
         fail.code,
         Some(1),
         "75% is under the default 100%: {fail:?}"
     );
-    let doc: Value = serde_json::from_str(&fail.stdout).expect("--json prints JSON");
+    let doc = stdout_json(&fail);
     assert_eq!(doc["passed"], false, "{doc:#}");
-    let report = doc["routes"]
-        .as_object()
-        .and_then(|r| r.values().next())
-        .expect("one report entry");
+    let report = only_report(&doc);
     assert_eq!(num(report, "compared"), 4, "{doc:#}");
     assert_eq!(num(report, "mismatched"), 1, "{doc:#}");
     assert_eq!(
@@ -824,59 +841,30 @@ async fn recorded_requests_replay_with_strangler_compare() {
     // Candidate errors count against the match rate: a down candidate fails the gate (1),
     // it does not make the run impossible (2).
     let down = refusing_url();
-    let to_down = cli(
-        &[
-            "compare",
-            "--requests",
-            rec,
-            "--legacy",
-            &legacy.url,
-            "--candidate",
-            &down,
-            "--json",
-        ],
-        files.path(),
-    );
+    let to_down = compare(files.path(), rec, &legacy.url, &down, &["--json"]);
     assert_eq!(to_down.code, Some(1), "{to_down:?}");
-    let doc: Value = serde_json::from_str(&to_down.stdout).expect("--json prints JSON");
+    let doc = stdout_json(&to_down);
     assert_eq!(doc["passed"], false, "{doc:#}");
 
     // --noise: a field that changes on every legacy answer is set aside.
-    let noisy_legacy = Scripted::json(|r: &Received, n| {
-        let mut v = catalog(&r.path);
-        v["served_at"] = json!(n);
-        v
-    })
-    .await;
-    let noisy_candidate = Scripted::json(|r: &Received, n| {
-        let mut v = catalog(&r.path);
-        v["served_at"] = json!(100_000 + n);
-        v
-    })
-    .await;
+    let noisy_legacy = stamped_catalog(0).await;
+    let noisy_candidate = stamped_catalog(100_000).await;
     let noisy = |extra: &[&str]| {
-        let mut args = vec![
-            "compare",
-            "--requests",
+        let args = [&["--json"][..], extra].concat();
+        compare(
+            files.path(),
             rec,
-            "--legacy",
             &noisy_legacy.url,
-            "--candidate",
             &noisy_candidate.url,
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        cli(&args, files.path())
+            &args,
+        )
     };
     let without = noisy(&[]);
     assert_eq!(without.code, Some(1), "served_at differs: {without:?}");
     let with = noisy(&["--noise"]);
     assert_eq!(with.code, Some(0), "--noise sets served_at aside: {with:?}");
-    let doc: Value = serde_json::from_str(&with.stdout).expect("--json prints JSON");
-    let report = doc["routes"]
-        .as_object()
-        .and_then(|r| r.values().next())
-        .expect("one report entry");
+    let doc = stdout_json(&with);
+    let report = only_report(&doc);
     assert!(paths_of(report, "noise").contains("/served_at"), "{doc:#}");
 
     let bad = files.path().join("bad.jsonl");
@@ -885,34 +873,24 @@ async fn recorded_requests_replay_with_strangler_compare() {
         "{\"method\": \"GET\", \"path\": \"/items/1\"}\nnot json\n",
     )
     .expect("write bad file");
-    let malformed = cli(
-        &[
-            "compare",
-            "--requests",
-            bad.to_str().expect("utf-8 path"),
-            "--legacy",
-            &legacy.url,
-            "--candidate",
-            &candidate.url,
-        ],
+    let malformed = compare(
         files.path(),
+        bad.to_str().expect("utf-8 path"),
+        &legacy.url,
+        &candidate.url,
+        &[],
     );
     assert_eq!(
         malformed.code,
         Some(2),
         "a malformed file cannot run: {malformed:?}"
     );
-    let missing = cli(
-        &[
-            "compare",
-            "--requests",
-            files.path().join("missing.jsonl").to_str().expect("utf-8"),
-            "--legacy",
-            &legacy.url,
-            "--candidate",
-            &candidate.url,
-        ],
+    let missing = compare(
         files.path(),
+        files.path().join("missing.jsonl").to_str().expect("utf-8"),
+        &legacy.url,
+        &candidate.url,
+        &[],
     );
     assert_eq!(
         missing.code,
@@ -925,15 +903,8 @@ async fn recorded_requests_replay_with_strangler_compare() {
 async fn the_report_file_gets_one_line_per_comparison() {
     let files = tempfile::tempdir().expect("temp dir");
     let report = files.path().join("shadow-report.jsonl");
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate = Scripted::json(|r: &Received, _| {
-        let mut v = catalog(&r.path);
-        if r.path == "/items/2" {
-            v["items"][1]["name"] = json!("PEAR");
-        }
-        v
-    })
-    .await;
+    let legacy = catalog_backend().await;
+    let candidate = pear_renamed_on_items_2().await;
     let proxy = Proxy::start(&items_config(
         &legacy,
         &candidate,
@@ -981,7 +952,7 @@ async fn the_report_file_gets_one_line_per_comparison() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_report_prints_a_table_naming_the_route() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
+    let legacy = catalog_backend().await;
     let candidate = Scripted::json(|r: &Received, _| {
         let mut v = catalog(&r.path);
         v["items"][0]["price"] = json!(9);
@@ -1019,7 +990,7 @@ async fn shadow_report_prints_a_table_naming_the_route() {
 
     let json_out = cli(&["shadow-report", "--admin", &admin, "--json"], proxy.dir());
     assert_eq!(json_out.code, Some(0), "{json_out:?}");
-    let doc: Value = serde_json::from_str(&json_out.stdout).expect("--json prints JSON");
+    let doc = stdout_json(&json_out);
     assert_eq!(doc["routes"]["catalog-v2"]["compared"], 2, "{doc:#}");
     assert_eq!(doc["routes"]["catalog-v2"]["mismatched"], 2, "{doc:#}");
 }
@@ -1075,17 +1046,8 @@ async fn copies_are_bounded_in_size_and_the_client_still_gets_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reload_applies_a_new_copy_cap() {
-    let legacy = Scripted::json(|r: &Received, _| catalog(&r.path)).await;
-    let candidate =
-        Scripted::json_after(Duration::from_secs(1), |r: &Received, _| catalog(&r.path)).await;
-    let proxy = Proxy::start(&items_config(
-        &legacy,
-        &candidate,
-        "",
-        "shadow:\n  max_in_flight: 1\n",
-    ))
-    .await;
-    let raised = items_config(&legacy, &candidate, "", "shadow:\n  max_in_flight: 50\n");
+    let (legacy, candidate, proxy) = capped_proxy(1).await;
+    let raised = capped_config(&legacy, &candidate, 50);
     proxy.rewrite_config(&raised);
     let (status, body) = proxy.post_reload().await;
     assert_eq!(status, 200, "{body}");
