@@ -3,7 +3,7 @@
 //! the circuit, its failure opens it again.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::BreakerPolicy;
 use crate::lock::lock;
@@ -139,14 +139,10 @@ fn open(s: &mut State, now: Instant) {
     s.consecutive = 0;
 }
 
-/// How long until an open circuit lets a probe through, for messages.
-pub fn retry_after(policy: &BreakerPolicy) -> Duration {
-    policy.open_for
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn policy() -> BreakerPolicy {
         BreakerPolicy {

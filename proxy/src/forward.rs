@@ -112,15 +112,12 @@ pub async fn forward<'t>(
         let result = replay(target.clone()).await;
         let failure = classify(&result);
         let retry = match (failure, retries) {
-            (Some(f), Some(r)) => r.on.contains(&f) && attempts <= r.attempts,
-            _ => false,
+            (Some(f), Some(r)) if r.on.contains(&f) && attempts <= r.attempts => Some(r),
+            _ => None,
         };
-        if retry && target.health.budget.withdraw() {
+        if let Some(r) = retry.filter(|_| target.health.budget.withdraw()) {
             metrics.retry(&target.name);
-            let wait = crate::retry::backoff(
-                retries.map_or_else(Default::default, |r| r.backoff),
-                attempts,
-            );
+            let wait = crate::retry::backoff(r.backoff, attempts);
             tracing::debug!(upstream = %target.upstream.name, attempt = attempts, ?failure, ?wait, "retrying");
             drop(result);
             tokio::time::sleep(wait).await;

@@ -340,7 +340,7 @@ fn framing(
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(trim(part)).ok_or_else(|| {
+            let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
                 SendError::new(
                     FailureKind::Protocol,
                     "invalid Content-Length in the response",
@@ -361,18 +361,6 @@ fn framing(
     })
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
-}
-
 fn parse_decimal(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
         return None;
@@ -388,7 +376,7 @@ fn connection_persists(headers: &HeaderMap, version: Version) -> bool {
     let mut keep_alive = false;
     for value in headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|&b| b == b',') {
-            let token = trim(token);
+            let token = token.trim_ascii();
             close |= token.eq_ignore_ascii_case(b"close");
             keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
         }
@@ -574,7 +562,7 @@ impl UpstreamBody {
 fn trailer_field(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = HeaderName::from_bytes(&line[..colon]).ok()?;
-    let value = HeaderValue::from_bytes(trim(&line[colon + 1..])).ok()?;
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
     Some((name, value))
 }
 
@@ -602,7 +590,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BoxError> {
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
-    let rest = trim(&line[digits..]);
+    let rest = line[digits..].trim_ascii();
     let rest_ok = rest.is_empty() || rest.first() == Some(&b';');
     // Leading zeros do not count towards the size limit.
     let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();

@@ -393,7 +393,8 @@ fn copies_runtime() -> Option<&'static tokio::runtime::Handle> {
         .as_ref()
 }
 
-/// Reads a whole body of at most `max` bytes.
+/// Reads a whole body of at most `max` bytes. (`Limited::collect` over this boxed-error body
+/// trips a higher-ranked `Send` check when the copy is spawned.)
 async fn read_whole(mut body: crate::upstream::Body, max: usize) -> Result<Bytes, Failure> {
     let mut whole = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
