@@ -121,10 +121,12 @@ impl Shadow {
     }
 
     fn stats(&self, route: &str) -> Arc<Mutex<RouteStats>> {
-        lock(&self.routes)
-            .entry(route.to_string())
-            .or_default()
-            .clone()
+        let mut routes = lock(&self.routes);
+        // Looked up first: the name is copied only for a route's first copy.
+        if let Some(stats) = routes.get(route) {
+            return stats.clone();
+        }
+        routes.entry(route.to_string()).or_default().clone()
     }
 
     /// Decides whether this request is copied: the method must be allowed, the sample must
