@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// The body type every fake backend answers with.
@@ -124,34 +124,26 @@ impl Backend {
 
     /// A WebSocket server (any path) that echoes every text and binary message back.
     pub async fn websocket_echo() -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+        let (addr, task) = accept_each(move |stream| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
                 };
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                        return;
-                    };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_text() || msg.is_binary() {
-                            if ws.send(msg).await.is_err() {
-                                return;
-                            }
-                        } else if msg.is_close() {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).await.is_err() {
                             return;
                         }
+                    } else if msg.is_close() {
+                        return;
                     }
-                });
+                }
             }
-        });
+        })
+        .await;
         Backend {
             url: format!("http://{addr}"),
             addr,
@@ -208,23 +200,35 @@ impl Blackhole {
 /// Returns its base URL and the accept loop (abort it, or let the runtime end it).
 pub async fn hang_up_url() -> (String, JoinHandle<()>) {
     use tokio::io::AsyncReadExt;
+    let (addr, task) = accept_each(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        drop(stream);
+    })
+    .await;
+    (format!("http://{addr}"), task)
+}
+
+/// Binds `127.0.0.1:0` and spawns an accept loop that runs `per_connection(stream)` as a task of
+/// its own for every connection; returns the address and the loop's task.
+async fn accept_each<F, Fut>(mut per_connection: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: FnMut(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                drop(stream);
-            });
+            tokio::spawn(per_connection(stream));
         }
     });
-    (format!("http://{addr}"), task)
+    (addr, task)
 }
 
 /// A base URL where nothing listens (a port bound and released), so connecting is refused.
@@ -263,49 +267,40 @@ where
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            let counter = counter.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                // Generous limits: the tests probe the proxy's limits, not the backend's, and the
-                // proxy adds headers (X-Forwarded-*, x-request-id) of its own.
-                builder.http1().max_headers(1000).max_buf_size(1024 * 1024);
-                builder.http2().max_header_list_size(1024 * 1024);
-                match tls {
-                    None => {
+    let (addr, task) = accept_each(move |stream| {
+        let handler = handler.clone();
+        let counter = counter.clone();
+        let tls = tls.clone();
+        async move {
+            let service = hyper::service::service_fn(move |req| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Generous limits: the tests probe the proxy's limits, not the backend's, and the
+            // proxy adds headers (X-Forwarded-*, x-request-id) of its own.
+            builder.http1().max_headers(1000).max_buf_size(1024 * 1024);
+            builder.http2().max_header_list_size(1024 * 1024);
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
                         let _ = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .await;
                     }
-                    Some(acceptor) => {
-                        if let Ok(stream) = acceptor.accept(stream).await {
-                            let _ = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .await;
-                        }
-                    }
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     Backend {
         url: format!("{scheme}://{addr}"),
         addr,
@@ -388,11 +383,7 @@ pub struct Received {
 impl Received {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        crate::client::first_header(&self.headers, name)
     }
 }
 

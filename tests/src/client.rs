@@ -13,6 +13,19 @@ pub fn http_client() -> reqwest::Client {
         .expect("build reqwest client")
 }
 
+/// GETs `url` with [`http_client`] and parses the body as JSON, whatever the status; panics when
+/// the request fails or the body is not JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: the body is not JSON: {e}"))
+}
+
 /// A parsed HTTP/1.x response read from a raw socket.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
@@ -27,11 +40,7 @@ pub struct RawResponse {
 impl RawResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
 
     /// The body parsed as JSON (panics if it is not JSON).
@@ -43,6 +52,15 @@ impl RawResponse {
             )
         })
     }
+}
+
+/// The first value of header `name` (case-insensitive) among (lower-case name, value) pairs.
+pub(crate) fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Raw TCP helpers: exact bytes out, a parsed response back, every step bounded in time.

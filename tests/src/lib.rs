@@ -9,8 +9,8 @@
 //!   file; killed on drop.
 //! - [`backend`]: fake upstreams built in one line on `127.0.0.1:0` (echo, slow, big download,
 //!   upload counter, WebSocket echo) and a refusing address.
-//! - [`client`]: an HTTP client with redirects off, and raw TCP helpers for requests a client
-//!   library refuses to send.
+//! - [`client`]: an HTTP client with redirects off, [`get_json`], and raw TCP helpers for
+//!   requests a client library refuses to send.
 //! - [`wait`]: [`eventually`], a bounded poll for things that happen asynchronously (reloads).
 //! - [`metrics`]: a small Prometheus text-format reader.
 //! - [`tls`]: a throwaway CA (rcgen), an HTTPS client that reports ALPN and the certificate
@@ -28,7 +28,7 @@ pub mod wait;
 
 pub use backend::{hang_up_url, refusing_url, Backend, Blackhole};
 pub use binary::{strangler_bin, strangler_cmd, CliOutput};
-pub use client::{http_client, raw, RawResponse};
+pub use client::{get_json, http_client, raw, RawResponse};
 pub use metrics::Metrics;
 pub use proxy::{free_port, sha256_hex, Proxy, ProxyBuilder};
 pub use wait::eventually;

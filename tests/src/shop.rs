@@ -70,6 +70,26 @@ impl ShopProcess {
         p
     }
 
+    /// Starts a service program (`catalog-service`, `inventory-service`) on the database
+    /// `dir/DB` (a fresh port when `port` is `None`).
+    pub async fn service(bin: &str, port: Option<u16>, db: &str, dir: &Path) -> ShopProcess {
+        ShopProcess::start(bin, port, &["--db".into(), path_arg(dir, db)], dir).await
+    }
+
+    /// Starts `legacy-monolith` on `port` with the database `dir/legacy.db`, `--config CONFIG`
+    /// and `--seed-products N`.
+    pub async fn legacy(port: u16, config: &str, seed_products: u64, dir: &Path) -> ShopProcess {
+        let args = [
+            "--db".into(),
+            path_arg(dir, "legacy.db"),
+            "--config".into(),
+            config.to_string(),
+            "--seed-products".into(),
+            seed_products.to_string(),
+        ];
+        ShopProcess::start("legacy-monolith", Some(port), &args, dir).await
+    }
+
     async fn wait_ready(&mut self) {
         let client = http_client();
         let deadline = Instant::now() + READY_WITHIN;
@@ -156,6 +176,11 @@ impl Drop for ShopProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `dir/name` as a command-line argument.
+fn path_arg(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().expect("utf-8 path").to_string()
 }
 
 /// Runs `BIN --db DB import --from URL` and panics unless it succeeds.

@@ -49,6 +49,42 @@ fn share(sides: &[bool]) -> f64 {
     sides.iter().filter(|s| **s).count() as f64 / sides.len() as f64
 }
 
+/// The keys whose sides in `before` and `after` satisfy `moved(before, after)`, in order.
+fn keys_where<'a>(
+    keys: &'a [String],
+    before: &[bool],
+    after: &[bool],
+    moved: impl Fn(bool, bool) -> bool,
+) -> Vec<&'a String> {
+    keys.iter()
+        .zip(before.iter().zip(after.iter()))
+        .filter(|(_, (b, a))| moved(**b, **a))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// `explain --json GET /api/products/1 -H HEADER` on the proxy's config (must exit 0), parsed.
+fn explain_products(proxy: &Proxy, header: &str) -> serde_json::Value {
+    let config = proxy.config_path().to_str().expect("utf-8 path");
+    let out = CliOutput::run(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--json",
+            "GET",
+            "/api/products/1",
+            "-H",
+            header,
+        ],
+        proxy.dir(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "explain failed: {out:?}");
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("explain --json is not JSON ({e}): {}", out.stdout))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_share_is_close_to_the_percent_and_stable() {
     let legacy = Backend::echo("legacy").await;
@@ -78,12 +114,7 @@ async fn sticky_keys_keep_their_side_across_a_restart() {
     drop(proxy);
     let proxy = Proxy::start(&yaml).await;
     let after = upstream_sides(&proxy, &keys, "x-user-id", false).await;
-    let moved: Vec<&String> = keys
-        .iter()
-        .zip(before.iter().zip(after.iter()))
-        .filter(|(_, (b, a))| b != a)
-        .map(|(k, _)| k)
-        .collect();
+    let moved = keys_where(&keys, &before, &after, |b, a| b != a);
     assert!(
         moved.is_empty(),
         "{} keys changed side after a restart, e.g. {:?}",
@@ -111,12 +142,7 @@ async fn raising_the_percent_only_moves_keys_to_the_upstream() {
     )
     .await;
     let at60 = upstream_sides(&proxy, &keys, "x-user-id", false).await;
-    let moved_back: Vec<&String> = keys
-        .iter()
-        .zip(at30.iter().zip(at60.iter()))
-        .filter(|(_, (was, now))| **was && !**now)
-        .map(|(k, _)| k)
-        .collect();
+    let moved_back = keys_where(&keys, &at30, &at60, |was, now| was && !now);
     assert!(
         moved_back.is_empty(),
         "{} keys moved from the upstream back to the fallback when the percent rose, e.g. {:?}",
@@ -137,32 +163,10 @@ async fn routing_agrees_with_explain_buckets() {
     let svc = Backend::echo("svc").await;
     let yaml = canary_yaml(&legacy, &svc, 30, BY_HEADER);
     let proxy = Proxy::start(&yaml).await;
-    let config = proxy
-        .config_path()
-        .to_str()
-        .expect("utf-8 path")
-        .to_string();
     let keys = keys(60, "explain");
     let observed = upstream_sides(&proxy, &keys, "x-user-id", false).await;
     for (key, served_by_upstream) in keys.iter().zip(observed) {
-        let header = format!("x-user-id: {key}");
-        let out = CliOutput::run(
-            &[
-                "explain",
-                "--config",
-                &config,
-                "--json",
-                "GET",
-                "/api/products/1",
-                "-H",
-                &header,
-            ],
-            proxy.dir(),
-            Duration::from_secs(20),
-        );
-        assert_eq!(out.code, Some(0), "explain failed: {out:?}");
-        let json: serde_json::Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("explain --json is not JSON ({e}): {}", out.stdout));
+        let json = explain_products(&proxy, &format!("x-user-id: {key}"));
         let bucket = json["bucket"]
             .as_u64()
             .unwrap_or_else(|| panic!("no bucket for key {key}: {json}"));
@@ -190,30 +194,8 @@ async fn cookie_stickiness_keeps_each_key_on_one_side() {
     let second = upstream_sides(&proxy, &keys, "uid", true).await;
     assert_eq!(first, second, "a cookie key changed side");
     // explain reads the same cookie and agrees.
-    let config = proxy
-        .config_path()
-        .to_str()
-        .expect("utf-8 path")
-        .to_string();
     for (key, served_by_upstream) in keys.iter().zip(&first).take(8) {
-        let header = format!("Cookie: theme=dark; uid={key}; lang=en");
-        let out = CliOutput::run(
-            &[
-                "explain",
-                "--config",
-                &config,
-                "--json",
-                "GET",
-                "/api/products/1",
-                "-H",
-                &header,
-            ],
-            proxy.dir(),
-            Duration::from_secs(20),
-        );
-        assert_eq!(out.code, Some(0), "explain failed: {out:?}");
-        let json: serde_json::Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("explain --json is not JSON ({e}): {}", out.stdout));
+        let json = explain_products(&proxy, &format!("Cookie: theme=dark; uid={key}; lang=en"));
         let want = if *served_by_upstream {
             "upstream"
         } else {

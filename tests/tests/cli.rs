@@ -11,6 +11,19 @@ fn run(args: &[&str], cwd: &Path) -> CliOutput {
     CliOutput::run(args, cwd, LIMIT)
 }
 
+/// Writes `yaml` to `dir/name` and runs `check --config NAME` in `dir`.
+fn check_file(dir: &Path, name: &str, yaml: &str) -> CliOutput {
+    std::fs::write(dir.join(name), yaml).expect("write");
+    run(&["check", "--config", name], dir)
+}
+
+/// Runs `explain --config routes.yaml ARGS...` in `dir`.
+fn explain(dir: &Path, args: &[&str]) -> CliOutput {
+    let mut all = vec!["explain", "--config", "routes.yaml"];
+    all.extend_from_slice(args);
+    run(&all, dir)
+}
+
 const VALID: &str = r#"listen: 127.0.0.1:18080
 admin: 127.0.0.1:19901
 upstreams:
@@ -122,8 +135,7 @@ fn diagnostics(stderr: &str, file: &str) -> Vec<(usize, usize, String)> {
 #[test]
 fn check_accepts_a_valid_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("routes.yaml"), VALID).expect("write");
-    let out = run(&["check", "--config", "routes.yaml"], dir.path());
+    let out = check_file(dir.path(), "routes.yaml", VALID);
     assert_eq!(out.code, Some(0), "check on a valid file: {out:?}");
     // Default --config is ./routes.yaml.
     let out = run(&["check"], dir.path());
@@ -208,8 +220,7 @@ routes:
     upstream: legacy
     mode: extracted
 "#;
-    std::fs::write(dir.path().join("warn.yaml"), yaml).expect("write");
-    let out = run(&["check", "--config", "warn.yaml"], dir.path());
+    let out = check_file(dir.path(), "warn.yaml", yaml);
     assert_eq!(out.code, Some(0), "warnings do not fail check: {out:?}");
     let warnings: Vec<_> = diagnostics(&out.stderr, "warn.yaml")
         .into_iter()
@@ -265,9 +276,9 @@ fn run_refuses_an_invalid_file() {
 }
 
 fn explain_json(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["explain", "--config", "routes.yaml", "--json"];
+    let mut all = vec!["--json"];
     all.extend_from_slice(args);
-    let out = run(&all, dir);
+    let out = explain(dir, &all);
     assert_eq!(out.code, Some(0), "explain {args:?}: {out:?}");
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("explain --json output is not JSON ({e}): {}", out.stdout))
@@ -334,16 +345,7 @@ fn explain_json_shows_path_route_mode_upstream_and_side() {
 fn explain_text_names_path_route_mode_and_upstream() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("routes.yaml"), VALID).expect("write");
-    let out = run(
-        &[
-            "explain",
-            "--config",
-            "routes.yaml",
-            "GET",
-            "/api/orders/../products//7",
-        ],
-        dir.path(),
-    );
+    let out = explain(dir.path(), &["GET", "/api/orders/../products//7"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     for want in ["/api/products/7", "catalog", "canary", "30"] {
         assert!(
@@ -353,17 +355,9 @@ fn explain_text_names_path_route_mode_and_upstream() {
         );
     }
 
-    let out = run(
-        &[
-            "explain",
-            "--config",
-            "routes.yaml",
-            "GET",
-            "/api/products/7",
-            "-H",
-            "x-user-id: alice",
-        ],
+    let out = explain(
         dir.path(),
+        &["GET", "/api/products/7", "-H", "x-user-id: alice"],
     );
     assert_eq!(out.code, Some(0), "{out:?}");
     let bucket = explain_json(
@@ -382,10 +376,7 @@ fn explain_text_names_path_route_mode_and_upstream() {
         out.stdout
     );
 
-    let out = run(
-        &["explain", "--config", "routes.yaml", "GET", "/nothing/here"],
-        dir.path(),
-    );
+    let out = explain(dir.path(), &["GET", "/nothing/here"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("/nothing/here"), "{}", out.stdout);
     assert!(
@@ -410,8 +401,7 @@ adapters:
   billing: remote
   search: sometimes
 "#;
-    std::fs::write(dir.path().join("adapters.yaml"), yaml).expect("write");
-    let out = run(&["check", "--config", "adapters.yaml"], dir.path());
+    let out = check_file(dir.path(), "adapters.yaml", yaml);
     assert_eq!(out.code, Some(1), "{out:?}");
     let found = diagnostics(&out.stderr, "adapters.yaml");
     assert!(

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strangler_e2e::shop::{self, ShopProcess};
-use strangler_e2e::{eventually, free_port, http_client, Proxy};
+use strangler_e2e::{eventually, free_port, get_json, http_client, Proxy};
 
 /// Hard bounds on the background load, whatever happens.
 const MAX_REQUESTS: u64 = 4000;
@@ -117,15 +117,7 @@ async fn let_traffic_through(load: &Load, more: u64, what: &str) {
 }
 
 async fn adapters(legacy: &ShopProcess) -> serde_json::Value {
-    let health: serde_json::Value = http_client()
-        .get(legacy.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    health["adapters"].clone()
+    get_json(&legacy.url("/healthz")).await["adapters"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,35 +149,11 @@ adapters:
     let proxy = Proxy::start(&yaml).await;
     let config = proxy.config_path().to_path_buf();
     let config_arg = config.to_str().unwrap().to_string();
-    let db = |name: &str| d.join(name).to_str().unwrap().to_string();
-    let legacy = ShopProcess::start(
-        "legacy-monolith",
-        Some(legacy_port),
-        &[
-            "--db".into(),
-            db("legacy.db"),
-            "--config".into(),
-            config_arg.clone(),
-            "--seed-products".into(),
-            PRODUCTS.to_string(),
-        ],
-        d,
-    )
-    .await;
-    let catalog = ShopProcess::start(
-        "catalog-service",
-        Some(catalog_port),
-        &["--db".into(), db("catalog.db")],
-        d,
-    )
-    .await;
-    let inventory = ShopProcess::start(
-        "inventory-service",
-        Some(inventory_port),
-        &["--db".into(), db("inventory.db")],
-        d,
-    )
-    .await;
+    let legacy = ShopProcess::legacy(legacy_port, &config_arg, PRODUCTS, d).await;
+    let catalog =
+        ShopProcess::service("catalog-service", Some(catalog_port), "catalog.db", d).await;
+    let inventory =
+        ShopProcess::service("inventory-service", Some(inventory_port), "inventory.db", d).await;
 
     // The monolith's stock before any order: available + reserved per SKU never changes.
     let legacy_totals: BTreeMap<String, i64> = shop::stock(&shop::open_db(&d.join("legacy.db")))

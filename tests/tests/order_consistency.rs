@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strangler_e2e::shop::{self, ShopProcess};
-use strangler_e2e::{eventually, free_port, http_client};
+use strangler_e2e::{eventually, free_port, get_json, http_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -95,35 +95,25 @@ adapters:
     path.to_str().unwrap().to_string()
 }
 
+/// `POST /api/orders` to the monolith with `order` as the JSON body.
+async fn post_order(legacy: &ShopProcess, order: &serde_json::Value) -> reqwest::Response {
+    http_client()
+        .post(legacy.url("/api/orders"))
+        .json(order)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_killed_mid_order_leaves_no_order_and_no_held_stock() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let db = |name: &str| d.join(name).to_str().unwrap().to_string();
-    let mut inventory = ShopProcess::start(
-        "inventory-service",
-        None,
-        &["--db".into(), db("inventory.db")],
-        d,
-    )
-    .await;
+    let mut inventory = ShopProcess::service("inventory-service", None, "inventory.db", d).await;
     let relay = kill_switch(inventory.addr(), 2, inventory.pid()).await;
     let legacy_port = free_port();
     let config = config(d, legacy_port, "127.0.0.1:9".parse().unwrap(), relay);
-    let legacy = ShopProcess::start(
-        "legacy-monolith",
-        Some(legacy_port),
-        &[
-            "--db".into(),
-            db("legacy.db"),
-            "--config".into(),
-            config,
-            "--seed-products".into(),
-            "20".into(),
-        ],
-        d,
-    )
-    .await;
+    let legacy = ShopProcess::legacy(legacy_port, &config, 20, d).await;
     shop::import(
         "inventory-service",
         &d.join("inventory.db"),
@@ -149,14 +139,7 @@ async fn inventory_killed_mid_order_leaves_no_order_and_no_held_stock() {
             .starts_with("inventory unavailable"),
         "clear JSON error: {body}"
     );
-    let orders: serde_json::Value = http_client()
-        .get(legacy.url("/api/orders?customer_id=9"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orders = get_json(&legacy.url("/api/orders?customer_id=9")).await;
     assert_eq!(orders["total"], 0, "no order was written");
 
     // The service comes back on its own database; the monolith's pending release gets through.
@@ -215,14 +198,7 @@ async fn inventory_killed_mid_order_leaves_no_order_and_no_held_stock() {
 async fn catalog_down_fails_the_order_cleanly_and_holds_no_stock() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let db = |name: &str| d.join(name).to_str().unwrap().to_string();
-    let mut catalog = ShopProcess::start(
-        "catalog-service",
-        None,
-        &["--db".into(), db("catalog.db")],
-        d,
-    )
-    .await;
+    let mut catalog = ShopProcess::service("catalog-service", None, "catalog.db", d).await;
     let legacy_port = free_port();
     let yaml = format!(
         "upstreams:
@@ -234,40 +210,18 @@ adapters:
 ",
         catalog.addr()
     );
-    std::fs::write(d.join("routes.yaml"), yaml).unwrap();
-    let legacy = ShopProcess::start(
-        "legacy-monolith",
-        Some(legacy_port),
-        &[
-            "--db".into(),
-            db("legacy.db"),
-            "--config".into(),
-            db("routes.yaml"),
-            "--seed-products".into(),
-            "20".into(),
-        ],
-        d,
-    )
-    .await;
+    let config = d.join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let legacy = ShopProcess::legacy(legacy_port, config.to_str().unwrap(), 20, d).await;
     shop::import("catalog-service", &d.join("catalog.db"), &legacy.url(""));
     let order = serde_json::json!({"customer_id": 4, "items": [{"product_id": 5, "qty": 1}]});
-    let ok = http_client()
-        .post(legacy.url("/api/orders"))
-        .json(&order)
-        .send()
-        .await
-        .unwrap();
+    let ok = post_order(&legacy, &order).await;
     assert_eq!(ok.status(), 201, "orders work with the remote catalog");
     let before = shop::stock(&shop::open_db(&d.join("legacy.db")));
 
     catalog.kill();
     for _ in 0..8 {
-        let resp = http_client()
-            .post(legacy.url("/api/orders"))
-            .json(&order)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_order(&legacy, &order).await;
         assert_eq!(resp.status(), 503);
         let body: serde_json::Value = resp.json().await.unwrap();
         assert!(

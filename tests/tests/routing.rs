@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use strangler_e2e::{eventually, http_client, routes_yaml, Backend, Proxy};
+use strangler_e2e::{eventually, get_json, http_client, routes_yaml, Backend, Proxy};
 
 /// One route `svc` on prefix `/svc` in `mode` (plus `extra` lines for the route), legacy fallback.
 async fn one_route(mode: &str, extra: &str) -> (Backend, Backend, Proxy) {
@@ -16,6 +16,15 @@ async fn one_route(mode: &str, extra: &str) -> (Backend, Backend, Proxy) {
     );
     let proxy = Proxy::start(&yaml).await;
     (legacy, svc, proxy)
+}
+
+/// Counter `field` of `route` in `GET /shadow`, 0 while the admin API gives no answer.
+async fn shadow_count(client: &reqwest::Client, proxy: &Proxy, route: &str, field: &str) -> u64 {
+    let Ok(resp) = client.get(proxy.admin_url("/shadow")).send().await else {
+        return 0;
+    };
+    let json: serde_json::Value = resp.json().await.unwrap_or_default();
+    json["routes"][route][field].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,23 +65,10 @@ async fn shadow_mode_answers_from_the_fallback_and_copies_to_the_upstream() {
     eventually(
         Duration::from_secs(10),
         "GET /shadow counts the compared copies",
-        async || {
-            let Ok(resp) = http_client().get(proxy.admin_url("/shadow")).send().await else {
-                return false;
-            };
-            let json: serde_json::Value = resp.json().await.unwrap_or_default();
-            json["routes"]["svc"]["compared"].as_u64().unwrap_or(0) >= 5
-        },
+        async || shadow_count(&http_client(), &proxy, "svc", "compared").await >= 5,
     )
     .await;
-    let json: serde_json::Value = http_client()
-        .get(proxy.admin_url("/shadow"))
-        .send()
-        .await
-        .expect("GET /shadow")
-        .json()
-        .await
-        .expect("GET /shadow JSON");
+    let json = get_json(&proxy.admin_url("/shadow")).await;
     let stats = &json["routes"]["svc"];
     for field in [
         "compared",
@@ -133,13 +129,7 @@ async fn shadow_copies_only_safe_methods_and_never_delay_the_client() {
     eventually(
         Duration::from_secs(10),
         "the GET copies are compared",
-        async || {
-            let Ok(resp) = client.get(proxy.admin_url("/shadow")).send().await else {
-                return false;
-            };
-            let json: serde_json::Value = resp.json().await.unwrap_or_default();
-            json["routes"]["svc"]["compared"].as_u64().unwrap_or(0) >= 3
-        },
+        async || shadow_count(&client, &proxy, "svc", "compared").await >= 3,
     )
     .await;
     assert_eq!(svc.hits(), 3, "only the GETs were copied, not the POSTs");
@@ -187,13 +177,7 @@ async fn shadow_failures_count_as_errors_and_never_reach_the_client() {
     eventually(
         Duration::from_secs(10),
         "failed copies counted in errors",
-        async || {
-            let Ok(resp) = client.get(proxy.admin_url("/shadow")).send().await else {
-                return false;
-            };
-            let json: serde_json::Value = resp.json().await.unwrap_or_default();
-            json["routes"]["to-dead"]["errors"].as_u64().unwrap_or(0) >= 2
-        },
+        async || shadow_count(&client, &proxy, "to-dead", "errors").await >= 2,
     )
     .await;
 }
