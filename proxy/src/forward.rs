@@ -51,10 +51,14 @@ pub struct Outcome<'t> {
     pub failover: Option<&'static str>,
 }
 
+/// Whether the method is safe: sending it again changes nothing upstream.
+pub fn is_safe_method(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// Whether a request may be sent more than once.
 pub fn is_replayable_method(method: &Method, headers: &HeaderMap) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || headers.contains_key(&IDEMPOTENCY_KEY)
+    is_safe_method(method) || headers.contains_key(&IDEMPOTENCY_KEY)
 }
 
 /// Sends `out` to `target`, retrying and failing over to `fallback` as `route` allows.

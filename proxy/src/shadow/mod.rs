@@ -232,7 +232,7 @@ impl Shadow {
         );
         // The noise copy repeats the request on the fallback: only for methods that are safe
         // to repeat, never a write on the live legacy system.
-        let safe = matches!(job.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let safe = crate::forward::is_safe_method(&job.method);
         let second = async {
             match job.settings.noise && safe {
                 true => Some(

@@ -121,10 +121,7 @@ async fn one(
     let max = opts.max_body_bytes;
     let left = exchange(legacy, &method, &req.path, &headers, &body, max);
     let right = exchange(candidate, &method, &req.path, &headers, &body, max);
-    let safe = matches!(
-        method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-    );
+    let safe = crate::forward::is_safe_method(&method);
     let second = async {
         match opts.noise && safe {
             true => Some(exchange(legacy, &method, &req.path, &headers, &body, max).await),
